@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian/Ubuntu machine with Python 3.10+:
+# the system library open3d loads (libusb-1.0), a virtual environment in .venv, the Python
+# packages and the package itself (editable). Safe to run again; it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  echo "[setup] installing libusb-1.0-0 (open3d needs it to import)"
+  sudo_cmd=""
+  if [ "$(id -u)" != "0" ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq libusb-1.0-0 python3-venv
+fi
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.requirements-stamp
+want="$(cat requirements*.txt setup.py | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing Python packages"
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch first and pinned: the pinned version resolves to the CPU wheel; a loose spec would
+  # pull several GB of CUDA packages.
+  .venv/bin/python -m pip install -q -r requirements-dev.txt
+  .venv/bin/python -m pip install -q --no-deps -e .
+  echo "$want" >"$stamp"
+fi
+echo "[setup] ready: $(.venv/bin/python --version), .venv/bin/pkg-perception"
