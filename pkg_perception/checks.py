@@ -27,7 +27,7 @@ def check_array(
     if not isinstance(array, np.ndarray):
         raise InputError(f'{name}: expected a numpy array, got {type(array).__name__}')
     if array.ndim != len(shape) or any(
-        want is not None and got != want for got, want in zip(array.shape, shape)
+        want is not None and got != want for got, want in zip(array.shape, shape, strict=False)
     ):
         want_str = '(' + ', '.join('any' if s is None else str(s) for s in shape) + ')'
         raise InputError(f'{name}: expected shape {want_str}, got {array.shape}')

@@ -130,11 +130,33 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _add_benchmark_sim(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('benchmark-sim', help='measure simulator frame rate at 640x480 with piles')
+    p.add_argument('--frames', type=_positive_int, default=60)
+    p.add_argument('--seed', type=_non_negative_int, default=0)
+    p.add_argument(
+        '--doc',
+        type=Path,
+        default=Path('docs/benchmarks.md'),
+        help='markdown file to update (default docs/benchmarks.md)',
+    )
+    p.set_defaults(func=_cmd_benchmark_sim)
+
+
+def _cmd_benchmark_sim(args: argparse.Namespace) -> int:
+    from pkg_perception.benchmarks import benchmark_simulator
+
+    print(benchmark_simulator(frames=args.frames, seed=args.seed, doc=args.doc))
+    print(f'written to {args.doc}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pkg-perception` argument parser."""
     parser = argparse.ArgumentParser(prog='pkg-perception', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     _add_simulate(sub)
+    _add_benchmark_sim(sub)
     return parser
 
 

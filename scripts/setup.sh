@@ -5,15 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
-  echo "[setup] installing libusb-1.0-0 (open3d needs it to import)"
+python="${PYTHON:-python3}"
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || ! "$python" -c 'import ensurepip' 2>/dev/null; then
+  echo "[setup] installing libusb-1.0-0 (open3d needs it to import) and python3-venv"
   sudo_cmd=""
   if [ "$(id -u)" != "0" ]; then sudo_cmd="sudo"; fi
   $sudo_cmd apt-get update -qq
   $sudo_cmd apt-get install -y -qq libusb-1.0-0 python3-venv
 fi
 
-python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($python --version)"
   "$python" -m venv .venv

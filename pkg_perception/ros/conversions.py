@@ -65,7 +65,8 @@ def image_to_numpy(msg: Any) -> npt.NDArray[Any]:
     if step < row_bytes or buf.size < h * step:
         raise InputError(
             f'{enc} image {w}x{h}: step {step} and data size {buf.size} bytes are too small '
-            f'(need step >= {row_bytes} and {h * max(step, row_bytes)} bytes); the message is corrupt'
+            f'(need step >= {row_bytes} and {h * max(step, row_bytes)} bytes); '
+            'the message is corrupt'
         )
     rows = buf[: h * step].reshape(h, step)[:, :row_bytes]
     big = bool(msg.is_bigendian)
@@ -99,7 +100,7 @@ def image_to_rgb(msg: Any) -> npt.NDArray[np.uint8]:
 
 
 def image_to_depth_m(msg: Any) -> npt.NDArray[np.float32]:
-    """Depth image (16UC1 millimetres or 32FC1 metres, 0/NaN invalid) -> float32 metres, NaN invalid."""
+    """Depth image (16UC1 mm or 32FC1 m, 0/NaN invalid) -> float32 metres, NaN invalid."""
     arr = image_to_numpy(msg)
     enc = str(msg.encoding)
     if enc in ('16UC1', 'mono16'):

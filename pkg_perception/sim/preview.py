@@ -43,7 +43,7 @@ def instance_overlay(frame: RGBDFrame) -> npt.NDArray[np.uint8]:
     ids = gt.instance_ids
     classes = {p.parcel_id % 65535 or 65535: p for p in gt.truth.parcels}
     tint = bgr.copy()
-    for pid, parcel in classes.items():
+    for pid in classes:
         mask = ids == pid
         if not mask.any():
             continue

@@ -9,6 +9,7 @@ leaves a valid bag with what was written.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import signal
 import time
@@ -34,7 +35,8 @@ _WORKER_SIM: ConveyorSimulator | None = None
 
 def _init_worker(config: SimConfig, seed: int) -> None:
     global _WORKER_SIM  # one simulator per worker process, built once
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop...
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ...and ends workers with SIGTERM
     _WORKER_SIM = ConveyorSimulator(config, seed)
 
 
@@ -63,10 +65,8 @@ class _StopFlag:
 
     def __enter__(self) -> _StopFlag:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
         return self
 
     def _handle(self, signum: int, _frame: object) -> None:
