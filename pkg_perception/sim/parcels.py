@@ -220,7 +220,7 @@ def make_envelope(
         verts,
         norms,
         tris,
-        TopFace([*top.center, 0, 0, bow * 0.5], top.half_extents * 0.95, bow),
+        TopFace(top.center + np.array([0.0, 0.0, bow * 0.5]), top.half_extents * 0.95, bow),
     )
 
 
