@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -95,7 +95,6 @@ class RGBDFrame:
     stamp_ns: int
     transforms: TransformTree | None = None
     ground_truth: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_array('color', self.color, shape=(None, None, 3), dtypes=(np.uint8,))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from scipy.spatial.transform import Rotation
 
 from pkg_perception.errors import ConfigError
 from pkg_perception.frames import DEFAULT_OPTICAL_FRAME, CameraModel
@@ -20,7 +21,6 @@ from pkg_perception.sim.sensor import DepthNoise, apply_color_noise, apply_depth
 from pkg_perception.transforms import (
     Matrix4,
     TransformTree,
-    invert,
     make_transform,
     rotation_z,
 )
@@ -250,12 +250,7 @@ def _sample_rig(config: SimConfig, rng: np.random.Generator) -> tuple[CameraMode
     # Optical axes in the conveyor frame: image x along travel, looking straight down.
     down = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
     tilt = np.radians(config.max_tilt_deg)
-    from scipy.spatial.transform import Rotation
-
     wobble = Rotation.from_euler('xyz', rng.uniform(-tilt, tilt, 3) * [1, 1, 0.5]).as_matrix()
     height = float(rng.uniform(*config.camera_height))
     t = make_transform(down @ wobble, [rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), height])
     return camera, t
-
-
-__all__ = ['BASE_FRAME', 'CONVEYOR_FRAME', 'ConveyorSimulator', 'SimConfig', 'SimFrame', 'invert']
