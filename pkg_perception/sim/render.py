@@ -50,6 +50,7 @@ class RenderOutput:
         specular: float32 specular highlight strength (glossy glare loses depth).
         stereo_shadow: bool, surface not visible from the stereo camera's second viewpoint.
         points: (H, W, 3) float32 hit points in the conveyor frame (0 where nothing was hit).
+        parcel_pixels: flat pixel indices showing each rendered parcel, in input order.
     """
 
     depth: npt.NDArray[np.float32]
@@ -60,6 +61,7 @@ class RenderOutput:
     specular: npt.NDArray[np.float32]
     stereo_shadow: npt.NDArray[np.bool_]
     points: npt.NDArray[np.float32]
+    parcel_pixels: list[npt.NDArray[np.int64]]
 
 
 def _box_mesh(
@@ -101,10 +103,8 @@ class BeltRenderer:
         lighting: Lighting,
         *,
         stereo_baseline: float = 0.05,
-        threads: int = 0,
     ) -> None:
         self.camera = camera
-        self.threads = threads  # ray-casting threads; 0 = all cores
         self.t_conv_cam = conveyor_from_camera
         self.belt = belt
         self.lighting = lighting
@@ -133,23 +133,25 @@ class BeltRenderer:
         # The stereo pair's second viewpoint sits along the optical x axis.
         self._second_eye = (origin + rot[:, 0] * stereo_baseline).astype(np.float32)
         w2 = belt.width / 2.0
+        # Belt surface (top at z = 0), two rails, the floor: geometry ids 0..3 in every scene.
         self._static = [
-            _box_mesh((-50.0, -w2, -0.02), (50.0, w2, 0.0)),  # belt surface, top at z = 0
-            _box_mesh((-50.0, -w2 - 0.06, -0.02), (50.0, -w2, RAIL_HEIGHT)),
-            _box_mesh((-50.0, w2, -0.02), (50.0, w2 + 0.06, RAIL_HEIGHT)),
-            _box_mesh((-50.0, -50.0, -FLOOR_DEPTH - 0.01), (50.0, 50.0, -FLOOR_DEPTH)),
+            (o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(t.astype(np.uint32)))
+            for v, t in (
+                _box_mesh((-50.0, -w2, -0.02), (50.0, w2, 0.0)),
+                _box_mesh((-50.0, -w2 - 0.06, -0.02), (50.0, -w2, RAIL_HEIGHT)),
+                _box_mesh((-50.0, w2, -0.02), (50.0, w2 + 0.06, RAIL_HEIGHT)),
+                _box_mesh((-50.0, -50.0, -FLOOR_DEPTH - 0.01), (50.0, 50.0, -FLOOR_DEPTH)),
+            )
         ]
         # Belt, rails and floor never move: ray-cast them once. Per frame only the pixels
         # that parcels may cover are cast again.
         static = o3d.t.geometry.RaycastingScene()
         for v, t in self._static:
-            static.add_triangles(
-                o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(t.astype(np.uint32))
-            )
-        bg = static.cast_rays(self._rays, nthreads=self.threads)
+            static.add_triangles(v, t)
+        bg = static.cast_rays(self._rays)
         self._bg_t = bg['t_hit'].numpy()
         self._bg_geom = np.where(np.isfinite(self._bg_t), bg['geometry_ids'].numpy(), -1)
-        self._bg_normals = bg['primitive_normals'].numpy()
+        self._bg_normals = _facing_camera(bg['primitive_normals'].numpy(), dirs)
         # Belt texture coordinates of every pixel that sees the belt, for one cv2.remap a frame.
         bg_pts = origin + dirs * np.where(np.isfinite(self._bg_t), self._bg_t, 0.0)[:, None]
         rows, cols = belt.texture.shape[:2]
@@ -162,66 +164,57 @@ class BeltRenderer:
     ) -> RenderOutput:
         """Render parcels at their conveyor-frame poses; `belt_offset` moves the belt texture."""
         scene = o3d.t.geometry.RaycastingScene()
-        all_v: list[np.ndarray] = []
-        all_n: list[np.ndarray] = []
-        all_t: list[np.ndarray] = []
-        offset = 0
         for v, t in self._static:
-            scene.add_triangles(
-                o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(t.astype(np.uint32))
-            )
-            all_v.append(v)
-            all_n.append(np.zeros_like(v))  # flat static faces use the hit's face normal
-            all_t.append(t + offset)
-            offset += len(v)
+            scene.add_triangles(v, t)
+        n_static = len(self._static)
+        verts, vnorms, tris, tri_offsets = [], [], [], [0]
+        vert_offset = 0
         for placed, pose in parcels:
             shape = placed.shape
-            v = shape.vertices @ pose[:3, :3].T.astype(np.float32) + pose[:3, 3].astype(np.float32)
-            n = shape.vertex_normals @ pose[:3, :3].T.astype(np.float32)
-            scene.add_triangles(
-                o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(shape.triangles)
-            )
-            all_v.append(v)
-            all_n.append(n)
-            all_t.append(shape.triangles.astype(np.int64) + offset)
-            offset += len(v)
+            rot = pose[:3, :3].T.astype(np.float32)
+            v = shape.vertices @ rot + pose[:3, 3].astype(np.float32)
+            scene.add_triangles(o3d.core.Tensor(v), o3d.core.Tensor(shape.triangles))
+            verts.append(v)
+            vnorms.append(shape.vertex_normals @ rot)
+            tris.append(shape.triangles.astype(np.int64) + vert_offset)
+            tri_offsets.append(tri_offsets[-1] + len(shape.triangles))
+            vert_offset += len(v)
         h, w = self.camera.height, self.camera.width
-        roi = self._parcel_roi([v for v in all_v[len(self._static) :]])
-        hit = scene.cast_rays(o3d.core.Tensor(self._rays_np[roi]), nthreads=self.threads)
+        roi = _project_boxes_roi(verts, self.t_conv_cam, self.camera)
+        roi_idx = np.flatnonzero(roi)
+        hit = scene.cast_rays(o3d.core.Tensor(self._rays_np[roi_idx]))
+        roi_t = hit['t_hit'].numpy()
+        roi_hit = np.isfinite(roi_t)
+        roi_geom = np.where(roi_hit, hit['geometry_ids'].numpy(), -1).astype(np.int64)
         t_hit = self._bg_t.copy()
-        t_hit[roi] = hit['t_hit'].numpy()
+        t_hit[roi_idx] = roi_t
         valid = np.isfinite(t_hit)
         geom = self._bg_geom.astype(np.int64)
-        geom[roi] = np.where(np.isfinite(t_hit[roi]), hit['geometry_ids'].numpy(), -1)
-        n_static = len(self._static)
+        geom[roi_idx] = roi_geom
         ids_lut = np.array([0] * n_static + [p.parcel_id for p, _ in parcels] + [0], np.int64)
         parcel_ids = ids_lut[geom]  # index -1 (no hit) reads the trailing 0
 
         points = self._origin32 + self._dirs32 * np.where(valid, t_hit, 0.0)[:, None]
         normals = self._bg_normals.copy()
-        normals[roi] = hit['primitive_normals'].numpy()
+        roi_normals = hit['primitive_normals'].numpy()
+        on_parcel = roi_geom >= n_static
+        if on_parcel.any():
+            # Smooth shading: interpolate vertex normals with the hit's barycentric coordinates.
+            k = np.flatnonzero(on_parcel)
+            vn = np.concatenate(vnorms)
+            tri = np.concatenate(tris)[
+                np.asarray(tri_offsets)[roi_geom[k] - n_static]
+                + hit['primitive_ids'].numpy()[k].astype(np.int64)
+            ]
+            bary = hit['primitive_uvs'].numpy()[k]
+            bu, bv = bary[:, 0:1], bary[:, 1:2]
+            smooth = (1 - bu - bv) * vn[tri[:, 0]] + bu * vn[tri[:, 1]] + bv * vn[tri[:, 2]]
+            smooth /= np.sqrt(np.maximum(np.einsum('ij,ij->i', smooth, smooth), 1e-12))[:, None]
+            roi_normals[k] = smooth
+        normals[roi_idx] = _facing_camera(roi_normals, self._dirs32[roi_idx])
         # Pixels grouped by geometry once; every per-parcel step below reuses the groups.
         order = np.argsort(geom, kind='stable')
         bounds = np.searchsorted(geom[order], np.arange(n_static + len(parcels) + 1))
-        if parcels:
-            prim = np.zeros(h * w, np.int64)
-            prim[roi] = hit['primitive_ids'].numpy()
-            bary = np.zeros((h * w, 2), np.float32)
-            bary[roi] = hit['primitive_uvs'].numpy()
-            tri_offsets = np.cumsum([0] + [len(t) for t in all_t])
-            vnorm = np.concatenate(all_n).astype(np.float32)
-            tris = np.concatenate(all_t)
-            idx = order[bounds[n_static] : bounds[-1]]
-            tri = tris[tri_offsets[geom[idx]] + prim[idx]]
-            bu, bv = bary[idx, 0:1], bary[idx, 1:2]
-            smooth = (
-                (1 - bu - bv) * vnorm[tri[:, 0]] + bu * vnorm[tri[:, 1]] + bv * vnorm[tri[:, 2]]
-            )
-            smooth /= np.sqrt(np.maximum(np.einsum('ij,ij->i', smooth, smooth), 1e-12))[:, None]
-            normals[idx] = smooth
-        # Face normals toward the camera (double-sided surfaces such as open flaps).
-        flip = np.einsum('ij,ij->i', normals, self._dirs32) > 0
-        normals[flip] *= -1
 
         albedo, gloss, shine = self._albedo(points, order, bounds, parcels, belt_offset, normals)
 
@@ -232,9 +225,7 @@ class BeltRenderer:
         light = np.broadcast_to(self._light32, p_sub.shape)
         rays2 = np.concatenate([np.c_[p_sub, light], np.c_[p_sub, to_eye]], 0)
         # Light rays have unit length: tfar 0.999 m is far enough above a belt scene.
-        occluded = scene.test_occlusions(
-            o3d.core.Tensor(rays2), tfar=0.999, nthreads=self.threads
-        ).numpy()
+        occluded = scene.test_occlusions(o3d.core.Tensor(rays2), tfar=0.999).numpy()
         m = len(p_sub)
         shadow_full = np.zeros(h * w, bool)
         eye_full = np.zeros(h * w, bool)
@@ -265,10 +256,10 @@ class BeltRenderer:
             specular=spec.reshape(h, w),
             stereo_shadow=stereo_shadow,
             points=points.reshape(h, w, 3),
+            parcel_pixels=[
+                order[bounds[n_static + k] : bounds[n_static + k + 1]] for k in range(len(parcels))
+            ],
         )
-
-    def _parcel_roi(self, vertex_sets: list[np.ndarray]) -> np.ndarray:
-        return _project_boxes_roi(vertex_sets, self.t_conv_cam, self.camera)
 
     def _albedo(
         self,
@@ -354,6 +345,13 @@ def _project_boxes_roi(
         )
         roi[r0:r1, c0:c1] = True
     return roi.ravel()
+
+
+def _facing_camera(normals: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """Turn (N, 3) normals toward the viewer (double-sided surfaces such as open flaps)."""
+    away = np.einsum('ij,ij->i', normals, dirs) > 0
+    normals[away] *= -1
+    return normals
 
 
 def _spread(mask: np.ndarray) -> np.ndarray:

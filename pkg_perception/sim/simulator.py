@@ -164,9 +164,6 @@ class ConveyorSimulator:
     def _truth(
         self, render: RenderOutput, posed: list[tuple[PlacedParcel, Matrix4]], stamp: int
     ) -> FrameTruth:
-        ids = render.parcel_ids.ravel()
-        order = np.argsort(ids, kind='stable')
-        sorted_ids = ids[order]
         supports: dict[int, list[int]] = {}
         for p, _ in posed:
             for below in p.rests_on:
@@ -176,11 +173,9 @@ class ConveyorSimulator:
         cam = self.camera
         cam_pos = self.conveyor_from_camera[:3, 3]
         parcels = []
-        for placed, pose in posed:
-            lo, hi = np.searchsorted(sorted_ids, [placed.parcel_id, placed.parcel_id + 1])
-            if hi <= lo:
+        for (placed, pose), pix in zip(posed, render.parcel_pixels, strict=True):
+            if pix.size == 0:
                 continue
-            pix = order[lo:hi]
             shape = placed.shape
             face = shape.top_face
             rot = pose[:3, :3]
@@ -208,7 +203,7 @@ class ConveyorSimulator:
                     parcel_class=shape.parcel_class,
                     pose=pose,
                     size=shape.size.astype(np.float64),
-                    visible_pixels=int(hi - lo),
+                    visible_pixels=int(pix.size),
                     top_face=TopFaceTruth(
                         center=centre,
                         normal=normal,
