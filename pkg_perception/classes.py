@@ -28,6 +28,3 @@ class ParcelClass(IntEnum):
         except KeyError:
             known = ', '.join(c.label for c in cls)
             raise ValueError(f'unknown parcel class {label!r}; known: {known}') from None
-
-
-CLASS_LABELS: tuple[str, ...] = tuple(c.label for c in ParcelClass)

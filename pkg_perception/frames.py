@@ -55,25 +55,12 @@ class CameraModel:
         """(3, 3) intrinsic matrix."""
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
-    @property
-    def has_distortion(self) -> bool:
-        """True when any distortion coefficient is non-zero."""
-        return any(abs(d) > 0.0 for d in self.distortion)
-
 
 def depth_from_millimetres(depth_mm: npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
     """16UC1 millimetres (0 invalid) -> float32 metres (NaN invalid)."""
     depth = depth_mm.astype(np.float32) * np.float32(0.001)
     depth[depth_mm == 0] = np.nan
     return depth
-
-
-def depth_to_millimetres(depth_m: npt.NDArray[np.floating]) -> npt.NDArray[np.uint16]:
-    """Float metres (NaN/inf/<=0 invalid) -> 16UC1 millimetres, 0 invalid, clipped to 65.535 m."""
-    finite = np.isfinite(depth_m) & (depth_m > 0)
-    mm = np.zeros(depth_m.shape, dtype=np.uint16)
-    mm[finite] = np.clip(np.rint(depth_m[finite] * 1000.0), 0, 65535).astype(np.uint16)
-    return mm
 
 
 @dataclass

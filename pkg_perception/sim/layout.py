@@ -178,11 +178,6 @@ class BeltLayout:
         self._parcels.append(PlacedParcel(self._next_id, shape, look, pose, rests_on))
         self._next_id += 1
 
-    def _fits(self, shape: ParcelShape, y: float, yaw: float) -> bool:
-        c, s = abs(np.cos(yaw)), abs(np.sin(yaw))
-        half_y = (shape.size[0] * s + shape.size[1] * c) / 2.0
-        return abs(y) + half_y <= self._width / 2.0 - 0.01
-
     def _y_for(self, shape: ParcelShape, yaw: float) -> float | None:
         c, s = abs(np.cos(yaw)), abs(np.sin(yaw))
         half_y = (shape.size[0] * s + shape.size[1] * c) / 2.0
