@@ -31,6 +31,7 @@ setup(
     entry_points={
         'console_scripts': [
             'pkg-perception = pkg_perception.cli:main',
+            'perception_node = pkg_perception.ros.node:main',
         ],
     },
 )

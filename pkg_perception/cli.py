@@ -151,12 +151,191 @@ def _cmd_benchmark_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from pkg_perception.training.simdata import SimDataPlan
+    from pkg_perception.training.train import TrainConfig
+
+    d, plan = TrainConfig(), SimDataPlan()
+    p = sub.add_parser(
+        'train',
+        help='train the segmenter on simulated frames, or fine-tune it on labelled images',
+        description='Train ParcelNet from scratch on simulated conveyor frames (the default), '
+        'or fine-tune a trained model on COCO-format RGB-D images (--coco). Resumes from '
+        'OUT/last.pt when it exists.',
+    )
+    p.add_argument('--out', type=Path, default=Path('out/train/run'), help='run directory')
+    p.add_argument('--cache', type=Path, default=Path('out/train/cache'), help='rendered data')
+    p.add_argument('--steps', type=_positive_int, default=d.steps)
+    p.add_argument('--batch-size', type=_positive_int, default=d.batch_size)
+    p.add_argument('--lr', type=float, default=d.lr)
+    p.add_argument('--seed', type=_non_negative_int, default=d.seed)
+    p.add_argument('--threads', type=_positive_int, default=d.threads)
+    p.add_argument(
+        '--seeds', type=_positive_int, default=plan.seeds, help='simulated cells (seeds) to render'
+    )
+    p.add_argument(
+        '--frames-per-seed', type=_positive_int, default=plan.frames_per_seed, help='per cell'
+    )
+    p.add_argument('--workers', type=_positive_int, default=2, help='rendering processes')
+    p.add_argument(
+        '--coco',
+        type=Path,
+        help='COCO annotations JSON of RGB-D images to fine-tune on (see docs/fine-tuning.md)',
+    )
+    p.add_argument(
+        '--init',
+        type=Path,
+        help='weights to start from (default with --coco: the shipped models/parcelnet.pt)',
+    )
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pkg_perception.training.run import run_training
+    from pkg_perception.training.simdata import SimDataPlan
+    from pkg_perception.training.train import TrainConfig
+
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    plan = SimDataPlan(seeds=args.seeds, frames_per_seed=args.frames_per_seed)
+    init = args.init
+    if init is None and args.coco is not None:
+        from pkg_perception.models import default_weights_path
+
+        init = default_weights_path()
+    path = run_training(
+        args.out,
+        config,
+        cache=args.cache,
+        plan=plan,
+        coco=args.coco,
+        init=init,
+        workers=args.workers,
+    )
+    print(f'weights written to {path}; export with: pkg-perception export --weights {path}')
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        'export',
+        help='export trained weights to ONNX (opset 17, metadata, parity-checked)',
+        description='Write an ONNX model with its metadata_props, run onnx.checker, and compare '
+        'ONNX Runtime with PyTorch on the same input. The weights are copied next to the model '
+        '(same name, .pt) for fine-tuning.',
+    )
+    p.add_argument('--weights', type=Path, default=Path('out/train/run/model.pt'))
+    p.add_argument('--out', type=Path, default=Path('models/parcelnet.onnx'))
+    p.add_argument(
+        '--input-size',
+        type=_positive_int,
+        nargs=2,
+        metavar=('W', 'H'),
+        help='model input size (multiples of 16; default: the size it was trained at)',
+    )
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pkg_perception.training.export import describe, export_onnx
+
+    report = export_onnx(
+        args.weights, args.out, input_size=tuple(args.input_size) if args.input_size else None
+    )
+    print(describe(report))
+    return 0
+
+
+def _add_evaluate_segmentation(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        'evaluate-segmentation',
+        help='COCO mask AP of the model and the geometric baseline on a simulated bag',
+    )
+    p.add_argument('bag', type=Path)
+    p.add_argument('--model', type=Path, help='ONNX model (default: the shipped one)')
+    p.add_argument('--every', type=_positive_int, default=1, help='use every N-th frame')
+    p.add_argument('--frames', type=_positive_int, help='stop after this many frames')
+    p.add_argument('--json', type=Path, help='write the figures as JSON')
+    p.add_argument('--preview', type=Path, help='PNG: ground truth | model | baseline on piles')
+    p.set_defaults(func=_cmd_evaluate_segmentation)
+
+
+def _cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
+    import json
+
+    from pkg_perception.evaluation.segmentation import evaluate_bag, format_table
+    from pkg_perception.models import default_model_path
+    from pkg_perception.segmentation.config import SegmentationConfig
+    from pkg_perception.segmentation.geometric import GeometricSegmenter
+    from pkg_perception.segmentation.onnx import OnnxSegmenter
+
+    model = OnnxSegmenter(args.model or default_model_path(), SegmentationConfig())
+    results = evaluate_bag(
+        args.bag,
+        {'model': model, 'geometric': GeometricSegmenter()},
+        every=args.every,
+        max_frames=args.frames,
+        preview=args.preview,
+    )
+    print(format_table(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def _add_benchmark_segmentation(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        'benchmark-segmentation', help='segmentation latency at 640x480, model and baseline'
+    )
+    p.add_argument('--model', type=Path, help='ONNX model (default: the shipped one)')
+    p.add_argument('--runs', type=_positive_int, default=300)
+    p.add_argument('--seed', type=_non_negative_int, default=5)
+    p.add_argument(
+        '--providers',
+        nargs='+',
+        default=['cpu'],
+        choices=('tensorrt', 'cuda', 'cpu'),
+        help='ONNX Runtime providers in order (default cpu)',
+    )
+    p.add_argument('--doc', type=Path, default=Path('docs/benchmarks.md'))
+    p.set_defaults(func=_cmd_benchmark_segmentation)
+
+
+def _cmd_benchmark_segmentation(args: argparse.Namespace) -> int:
+    from pkg_perception.models import default_model_path
+    from pkg_perception.segmentation.benchmark import benchmark_segmentation
+
+    print(
+        benchmark_segmentation(
+            args.model or default_model_path(),
+            runs=args.runs,
+            seed=args.seed,
+            doc=args.doc,
+            providers=tuple(args.providers),
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pkg-perception` argument parser."""
     parser = argparse.ArgumentParser(prog='pkg-perception', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     _add_simulate(sub)
     _add_benchmark_sim(sub)
+    _add_train(sub)
+    _add_export(sub)
+    _add_evaluate_segmentation(sub)
+    _add_benchmark_segmentation(sub)
+    from pkg_perception.cli_replay import add_commands
+
+    add_commands(sub)  # replay, evaluate, regress, benchmark
     return parser
 
 

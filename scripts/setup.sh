@@ -25,6 +25,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: the pinned version resolves to the CPU wheel; a loose spec would
   # pull several GB of CUDA packages.
+  .venv/bin/python -m pip install -q -r requirements-train.txt
   .venv/bin/python -m pip install -q -r requirements-dev.txt
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$want" >"$stamp"

@@ -100,7 +100,10 @@ class BagFrameReader:
     def transforms(self) -> TransformTree:
         """Every transform on /tf_static (empty tree when the bag has none)."""
         tree = TransformTree()
-        for conn, _, raw in self._reader.messages(self._connections((self.topics.tf_static,))):
+        conns = self._connections((self.topics.tf_static,))
+        if not conns:  # rosbags reads every topic when given no connection
+            return tree
+        for conn, _, raw in self._reader.messages(conns):
             msg = self._ts.deserialize_cdr(raw, conn.msgtype)
             for tf in msg.transforms:
                 tr, q = tf.transform.translation, tf.transform.rotation

@@ -1,0 +1,207 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""COCO mask AP (pycocotools) of segmenters against a simulated bag's instance labels.
+
+Ground truth masks are the simulator's label image at full resolution. Frames where some
+parcel rests on another count as pile frames and get their own figures, because piles are
+where segmenters fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from pkg_perception.classes import ParcelClass
+from pkg_perception.segmentation.instances import Segmentation
+
+CATEGORIES = [{'id': int(c), 'name': c.label} for c in ParcelClass]
+MIN_GT_PIXELS = 1  # every visible parcel counts; slivers are hard, and that is the point
+
+
+def encode(mask: np.ndarray) -> dict[str, Any]:
+    """Boolean mask -> COCO RLE with a JSON-safe `counts` string."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle['counts'] = rle['counts'].decode('ascii')
+    return rle
+
+
+def label_rles(labels: np.ndarray, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """RLEs of several labels of one label image, cutting each from its bounding box."""
+    out = {}
+    h, w = labels.shape
+    for i in ids:
+        ys, xs = np.nonzero(labels == i)
+        if len(xs) == 0:
+            continue
+        m = np.zeros((h, w), dtype=bool)
+        m[ys, xs] = True
+        out[int(i)] = encode(m)
+    return out
+
+
+@dataclass
+class SegmentationScorer:
+    """Collects ground truth and detections frame by frame, then runs COCOeval."""
+
+    images: list[dict[str, Any]] = field(default_factory=list)
+    gt: list[dict[str, Any]] = field(default_factory=list)
+    dt: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pile_images: list[int] = field(default_factory=list)
+
+    def add_truth(self, labels: np.ndarray, classes: Mapping[int, ParcelClass], pile: bool) -> int:
+        """Register one frame's ground truth; returns its image id."""
+        image_id = len(self.images) + 1
+        h, w = labels.shape
+        self.images.append({'id': image_id, 'height': h, 'width': w})
+        if pile:
+            self.pile_images.append(image_id)
+        for pid, rle in label_rles(labels, classes).items():
+            area = float(mask_utils.area(rle))
+            if area < MIN_GT_PIXELS:
+                continue
+            self.gt.append(
+                {
+                    'id': len(self.gt) + 1,
+                    'image_id': image_id,
+                    'category_id': int(classes[pid]),
+                    'segmentation': rle,
+                    'area': area,
+                    'bbox': [float(v) for v in mask_utils.toBbox(rle)],
+                    'iscrowd': 0,
+                }
+            )
+        return image_id
+
+    def add_detections(self, name: str, image_id: int, seg: Segmentation) -> None:
+        dets = self.dt.setdefault(name, [])
+        for inst in seg.instances:
+            rle = encode(seg.mask(inst))
+            dets.append(
+                {
+                    'image_id': image_id,
+                    'category_id': int(inst.parcel_class),
+                    'segmentation': rle,
+                    'score': float(inst.score),
+                    'area': float(mask_utils.area(rle)),
+                    'bbox': [float(v) for v in mask_utils.toBbox(rle)],
+                }
+            )
+
+    def _coco_gt(self) -> COCO:
+        coco = COCO()
+        coco.dataset = {'images': self.images, 'annotations': self.gt, 'categories': CATEGORIES}
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        return coco
+
+    def scores(self, name: str) -> dict[str, Any]:
+        """AP, AP50, AP75 overall, per class, and on pile frames, for one segmenter."""
+        gt = self._coco_gt()
+        dets = self.dt.get(name, [])
+        out: dict[str, Any] = {'frames': len(self.images), 'detections': len(dets)}
+        out['all'] = _evaluate(gt, dets, [img['id'] for img in self.images], None)
+        out['piles'] = _evaluate(gt, dets, self.pile_images, None)
+        out['pile_frames'] = len(self.pile_images)
+        out['per_class'] = {
+            c.label: _evaluate(gt, dets, [img['id'] for img in self.images], [int(c)])
+            for c in ParcelClass
+        }
+        return out
+
+
+def _evaluate(
+    gt: COCO, dets: list[dict[str, Any]], image_ids: list[int], cat_ids: list[int] | None
+) -> dict[str, float]:
+    if not image_ids:
+        return {'AP': float('nan'), 'AP50': float('nan'), 'AP75': float('nan')}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(dets) if dets else COCO()
+        ev = COCOeval(gt, dt, iouType='segm')
+        ev.params.imgIds = image_ids
+        if cat_ids is not None:
+            ev.params.catIds = cat_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    s = ev.stats
+    return {'AP': float(s[0]), 'AP50': float(s[1]), 'AP75': float(s[2])}
+
+
+def is_pile_frame(truth: Any) -> bool:
+    """True when at least one visible parcel rests on another."""
+    return any(p.rests_on for p in truth.parcels)
+
+
+def evaluate_bag(
+    bag: Any,
+    segmenters: Mapping[str, Any],
+    *,
+    max_frames: int | None = None,
+    every: int = 1,
+    progress: bool = True,
+    preview: Any = None,
+    preview_rows: int = 4,
+) -> dict[str, dict[str, Any]]:
+    """Run each segmenter on every `every`-th frame of a simulated bag and score it."""
+    from tqdm import tqdm
+
+    from pkg_perception.bag.reader import BagFrameReader
+    from pkg_perception.errors import BagError
+    from pkg_perception.segmentation.belt import belt_for_frame
+
+    scorer = SegmentationScorer()
+    rows: list[Any] = []
+    with BagFrameReader(bag) as reader:
+        if not reader.has_ground_truth:
+            raise BagError(f'{bag} has no simulator ground truth; mask AP needs a simulated bag')
+        total = reader.message_counts.get(reader.topics.color, 0)
+        bar = tqdm(total=total, desc='evaluating', unit='frame', disable=not progress)
+        for k, frame in enumerate(reader.frames()):
+            bar.update()
+            if k % every:
+                continue
+            if max_frames is not None and len(scorer.images) >= max_frames:
+                break
+            gt = frame.ground_truth
+            classes = {p.parcel_id: p.parcel_class for p in gt.truth.parcels}
+            image_id = scorer.add_truth(gt.instance_ids, classes, is_pile_frame(gt.truth))
+            belt = belt_for_frame(frame)
+            segs = {name: s.segment(frame, belt) for name, s in segmenters.items()}
+            for name, seg in segs.items():
+                scorer.add_detections(name, image_id, seg)
+            if preview is not None and is_pile_frame(gt.truth):
+                rows.append((frame, segs))
+        bar.close()
+    if preview is not None and rows:
+        import cv2
+
+        from pkg_perception.segmentation.preview import comparison_sheet
+
+        pick = np.linspace(0, len(rows) - 1, min(preview_rows, len(rows))).round().astype(int)
+        cv2.imwrite(str(preview), comparison_sheet([rows[i] for i in pick]))
+    return {name: scorer.scores(name) for name in segmenters}
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table: one row per segmenter, AP / AP50 / AP75, piles, and per-class AP."""
+    head = '| segmenter | AP | AP50 | AP75 | piles AP | piles AP50 | ' + ' | '.join(
+        f'{c.label} AP' for c in ParcelClass
+    )
+    lines = [head + ' |', '|' + '---|' * (6 + len(ParcelClass))]
+    for name, r in results.items():
+        a, p = r['all'], r['piles']
+        per = ' | '.join(f'{r["per_class"][c.label]["AP"]:.3f}' for c in ParcelClass)
+        lines.append(
+            f'| {name} | {a["AP"]:.3f} | {a["AP50"]:.3f} | {a["AP75"]:.3f} | '
+            f'{p["AP"]:.3f} | {p["AP50"]:.3f} | {per} |'
+        )
+    return '\n'.join(lines)

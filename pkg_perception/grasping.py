@@ -1,0 +1,488 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Suction and parallel-jaw candidates on lifted parcels, scored in [0, 1].
+
+Suction goes where the cup seals: on the top plane, a cup radius (plus margin) away from
+every edge of the visible surface (the parcel's outline, a neighbour, the image border, a
+hole in depth), on a patch that is flat and not too tilted. Parallel-jaw grasps close across
+the short side of parcels that fit the opening, with room for the fingers on both sides.
+Candidates come out in the camera's optical frame; the pipeline moves them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pkg_perception.errors import ConfigError
+from pkg_perception.frames import CameraModel
+from pkg_perception.geometry import (
+    cross,
+    fit_planes,
+    frames_from_axes,
+    normalized_rays,
+    project_points,
+)
+from pkg_perception.lifting import LiftedParcel, LiftParams
+from pkg_perception.results import GraspCandidate, GraspKind, OrientedBox
+from pkg_perception.segmentation.belt import BeltPlane
+
+QUANTIZATION_SIGMA = 0.001 / math.sqrt(12.0)  # 1 mm depth steps
+
+
+@dataclass(frozen=True)
+class GraspConfig:
+    """Tool geometry and limits, metres and degrees (config section `grasping`).
+
+    Attributes:
+        cup_radius: suction cup radius; candidates keep this far from every edge.
+        edge_margin: extra distance to edges, for mask and calibration error.
+        max_tilt_deg: largest angle between the surface normal and the belt normal.
+        max_cup_rms: unevenness under the cup (beyond sensor noise) at which the score
+            for flatness reaches 0 and the candidate is dropped.
+        min_cup_points: depth samples needed under the cup to judge it.
+        max_patch_deviation_deg: largest angle between the surface under the cup and the
+            parcel's top plane; beyond it the cup sits on a curved rim or a crease.
+        gripper_max_opening: parallel-jaw stroke; parcels wider than it minus the clearance
+            on both sides get no jaw candidate.
+        gripper_clearance: free space wanted beside each finger's contact.
+        finger_depth, finger_width: how far the fingers reach below the top, and their width.
+        min_jaw_height: thinner parcels (envelopes) offer nothing to close on.
+        jaw_score_scale: jaw scores are scaled by this, so a good seal ranks first.
+        max_candidates_per_parcel: suction candidates per parcel (spread a cup apart).
+        max_candidates: per frame, best first.
+        min_score: candidates below are dropped.
+        under_penalty: score factor for a parcel another parcel lies on (pile order).
+        lift: how masks become surfaces.
+    """
+
+    cup_radius: float = 0.02
+    edge_margin: float = 0.004
+    max_tilt_deg: float = 30.0
+    max_cup_rms: float = 0.004
+    min_cup_points: int = 8
+    max_patch_deviation_deg: float = 8.0
+    suction: bool = True
+    parallel_jaw: bool = True
+    gripper_max_opening: float = 0.14
+    gripper_clearance: float = 0.01
+    finger_depth: float = 0.03
+    finger_width: float = 0.02
+    min_jaw_height: float = 0.02
+    jaw_score_scale: float = 0.7
+    max_candidates_per_parcel: int = 3
+    max_candidates: int = 64
+    min_score: float = 0.05
+    under_penalty: float = 0.25
+    lift: LiftParams = field(default_factory=LiftParams)
+
+    def __post_init__(self) -> None:
+        positive = {
+            'cup_radius': self.cup_radius,
+            'gripper_max_opening': self.gripper_max_opening,
+            'finger_depth': self.finger_depth,
+            'finger_width': self.finger_width,
+            'max_cup_rms': self.max_cup_rms,
+        }
+        for name, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f'grasping.{name} = {value} must be a positive number')
+        non_negative = {
+            'edge_margin': self.edge_margin,
+            'gripper_clearance': self.gripper_clearance,
+            'min_jaw_height': self.min_jaw_height,
+        }
+        for name, value in non_negative.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f'grasping.{name} = {value} must be 0 or more')
+        for name in ('max_tilt_deg', 'max_patch_deviation_deg'):
+            value = getattr(self, name)
+            if not 0 < value < 90:
+                raise ConfigError(f'grasping.{name} = {value} must be in (0, 90)')
+        for name in ('jaw_score_scale', 'min_score', 'under_penalty'):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f'grasping.{name} = {value} must be in [0, 1]')
+        for name in ('max_candidates_per_parcel', 'max_candidates', 'min_cup_points'):
+            if getattr(self, name) < 1:
+                raise ConfigError(f'grasping.{name} = {getattr(self, name)} must be at least 1')
+
+
+@dataclass(frozen=True)
+class GraspPlan:
+    """One frame's candidates as arrays in the camera's optical frame, best first.
+
+    Arrays keep the per-candidate cost to a few vector operations; `candidates` turns them
+    into GraspCandidate objects once ids and the output frame are known.
+    """
+
+    poses: npt.NDArray[np.float64]  # (K, 4, 4) T_camera_tool
+    scores: npt.NDArray[np.float64]  # (K,)
+    jaw: npt.NDArray[np.bool_]  # (K,) parallel-jaw (else suction)
+    widths: npt.NDArray[np.float64]  # (K,) metres
+    parcel_index: npt.NDArray[np.intp]  # (K,) index into the lifted parcels
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def candidates(
+        self,
+        parcels: list[LiftedParcel],
+        *,
+        frame_id: str,
+        stamp_ns: int,
+        transform: npt.NDArray[np.float64] | None = None,
+        parcel_ids: list[int] | None = None,
+        boxes: list[OrientedBox] | None = None,
+        velocities: list[npt.NDArray[np.float64]] | None = None,
+    ) -> list[GraspCandidate]:
+        """GraspCandidates, moved by `transform` (T_frame_camera) when given.
+
+        `parcel_ids`, `boxes` and `velocities` are per parcel (defaults: labels, camera-frame
+        boxes, zero); pass the tracker's ids and the output frame's boxes.
+        """
+        poses = self.poses if transform is None else transform @ self.poses
+        out = []
+        for k in range(len(self.scores)):
+            i = int(self.parcel_index[k])
+            p = parcels[i]
+            box = boxes[i] if boxes is not None else p.box
+            assert box is not None
+            out.append(
+                GraspCandidate(
+                    pose=poses[k],
+                    score=float(self.scores[k]),
+                    kind=GraspKind.PARALLEL_JAW if self.jaw[k] else GraspKind.SUCTION,
+                    width=float(self.widths[k]),
+                    parcel_id=parcel_ids[i] if parcel_ids is not None else p.label,
+                    parcel_class=p.instance.parcel_class,
+                    parcel_box=box,
+                    frame_id=frame_id,
+                    stamp_ns=stamp_ns,
+                    velocity=velocities[i].copy() if velocities is not None else np.zeros(3),
+                )
+            )
+        return out
+
+
+def plan(
+    parcels: list[LiftedParcel],
+    labels: npt.NDArray[np.uint16],
+    depth: npt.NDArray[np.float32],
+    camera: CameraModel,
+    belt: BeltPlane,
+    config: GraspConfig,
+) -> GraspPlan:
+    """Suction and parallel-jaw candidates for all parcels, scored and ranked.
+
+    Args:
+        parcels: lifted parcels (optical frame) with boxes and pile order set.
+        labels: (H, W) the segmentation's label image.
+        depth: (H, W) float32 metres, NaN invalid.
+        camera: intrinsics of the image.
+        belt: the belt plane in the optical frame.
+        config: tool geometry and limits.
+    """
+    parts = []
+    if config.suction:
+        parts.append(_suction(parcels, labels, depth, camera, belt, config))
+    if config.parallel_jaw:
+        parts.append(_jaws(parcels, labels, depth, camera, belt, config))
+    parts = [part for part in parts if part is not None]
+    if not parts:
+        return GraspPlan(
+            np.zeros((0, 4, 4)), np.zeros(0), np.zeros(0, bool), np.zeros(0),
+            np.zeros(0, np.intp),
+        )  # fmt: skip
+    poses = np.concatenate([q[0] for q in parts])
+    scores = np.concatenate([q[1] for q in parts])
+    jaw = np.concatenate([q[2] for q in parts])
+    widths = np.concatenate([q[3] for q in parts])
+    index = np.concatenate([q[4] for q in parts])
+    keep = (scores >= config.min_score) & np.isfinite(poses).all(axis=(1, 2))
+    order = np.argsort(-scores[keep], kind='stable')[: config.max_candidates]
+    sel = np.nonzero(keep)[0][order]
+    return GraspPlan(poses[sel], scores[sel], jaw[sel], widths[sel], index[sel])
+
+
+def plan_grasps(
+    parcels: list[LiftedParcel],
+    labels: npt.NDArray[np.uint16],
+    depth: npt.NDArray[np.float32],
+    camera: CameraModel,
+    belt: BeltPlane,
+    config: GraspConfig,
+    *,
+    stamp_ns: int,
+) -> list[GraspCandidate]:
+    """`plan` as GraspCandidates in the camera frame, `parcel_id` = the mask's label."""
+    result = plan(parcels, labels, depth, camera, belt, config)
+    return result.candidates(parcels, frame_id=camera.frame_id, stamp_ns=stamp_ns)
+
+
+_Arrays = tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.intp],
+]
+
+
+def _pile_factors(parcels: list[LiftedParcel], config: GraspConfig) -> npt.NDArray[np.float64]:
+    return np.array([config.under_penalty if p.over else 1.0 for p in parcels])
+
+
+def _cup_centres(
+    p: LiftedParcel, camera: CameraModel, config: GraspConfig
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """Grid cells of up to `max_candidates_per_parcel` cup centres.
+
+    Farthest from the surface's edges first and a cup diameter apart; with each centre's
+    distance to the nearest edge, in cells.
+    """
+    assert p.plane is not None
+    surface = p.surface_grid()
+    gh, gw = surface.shape
+    padded = np.zeros((gh + 2, gw + 2), np.uint8)
+    padded[1:-1, 1:-1] = surface  # outside the crop counts as edge (mask, image border)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    # The nearest depth gives the fewest metres per cell: a conservative first cut.
+    cell_m = p.stride * float(p.points[:, 2].min()) / max(camera.fx, camera.fy)
+    need = (config.cup_radius + config.edge_margin) / cell_m + 0.5
+    score_map = np.where(dist >= need, dist, 0.0)
+    spacing2 = (2.0 * config.cup_radius / cell_m) ** 2
+    rows, cols, values = [], [], []
+    for _ in range(config.max_candidates_per_parcel):
+        idx = int(np.argmax(score_map))
+        i, j = divmod(idx, gw)
+        value = float(score_map[i, j])
+        if value <= 0:
+            break
+        rows.append(i)
+        cols.append(j)
+        values.append(value)
+        if len(rows) < config.max_candidates_per_parcel:
+            r0, r1 = max(0, int(i - math.sqrt(spacing2))), int(i + math.sqrt(spacing2)) + 1
+            c0, c1 = max(0, int(j - math.sqrt(spacing2))), int(j + math.sqrt(spacing2)) + 1
+            rr = (np.arange(r0, min(r1, gh)) - i)[:, None] ** 2
+            cc = (np.arange(c0, min(c1, gw)) - j)[None, :] ** 2
+            window = score_map[r0:r1, c0:c1]
+            window[rr + cc <= spacing2] = 0.0
+    return np.array(rows, np.intp), np.array(cols, np.intp), np.array(values)
+
+
+def _suction(
+    parcels: list[LiftedParcel],
+    labels: npt.NDArray[np.uint16],
+    depth: npt.NDArray[np.float32],
+    camera: CameraModel,
+    belt: BeltPlane,
+    config: GraspConfig,
+) -> _Arrays | None:
+    """Cup placements on every parcel's top plane, evaluated together."""
+    index, us, vs, dist = [], [], [], []
+    for i, p in enumerate(parcels):
+        if p.plane is None:
+            continue
+        rows, cols, values = _cup_centres(p, camera, config)
+        if len(rows):
+            u, v = p.pixels(rows, cols)
+            index.append(np.full(len(rows), i, np.intp))
+            us.append(u)
+            vs.append(v)
+            dist.append(values * p.stride)  # pixels
+    if not index:
+        return None
+    idx = np.concatenate(index)
+    u, v, dist_px = np.concatenate(us), np.concatenate(vs), np.concatenate(dist)
+    plane_n = np.array([p.plane.normal if p.plane is not None else belt.normal for p in parcels])
+    plane_d = np.array([p.plane.d if p.plane is not None else 0.0 for p in parcels])
+    n, d = plane_n[idx], plane_d[idx]
+    rays = np.ones((len(idx), 3))
+    rays[:, :2] = normalized_rays(camera)[v, u]
+    on_plane = rays * (-d / np.einsum('ki,ki->k', rays, n))[:, None]
+    label_of = np.array([p.label for p in parcels])[idx]
+    patch, weights = _cup_patches(label_of, n, labels, depth, camera, u, v, on_plane, config)
+    counts = weights.sum(axis=1)
+    normals, centroids, rms = fit_planes(patch, weights)
+    normals *= np.where(normals @ belt.normal < 0, -1.0, 1.0)[:, None]
+    positions = on_plane + normals * np.einsum('ki,ki->k', centroids - on_plane, normals)[:, None]
+    tilt = np.degrees(np.arccos(np.clip(normals @ belt.normal, -1.0, 1.0)))
+    sigma2 = (config.lift.depth_noise_at_1m * positions[:, 2] ** 2) ** 2 + QUANTIZATION_SIGMA**2
+    excess = np.sqrt(np.maximum(rms**2 - sigma2, 0.0))
+    deviation = np.degrees(np.arccos(np.clip(np.einsum('ki,ki->k', normals, n), -1.0, 1.0)))
+    flat = np.clip(1.0 - excess / config.max_cup_rms, 0.0, 1.0)
+    flat *= np.clip(1.0 - deviation / config.max_patch_deviation_deg, 0.0, 1.0)
+    need = config.cup_radius + config.edge_margin
+    edge_m = (dist_px - 0.5 * np.array([p.stride for p in parcels])[idx]) * positions[:, 2]
+    edge_m /= max(camera.fx, camera.fy)
+    edge = np.clip((edge_m - need) / config.cup_radius, 0.0, 1.0)
+    upright = np.clip(1.0 - tilt / config.max_tilt_deg, 0.0, 1.0)
+    conf = np.array([p.instance.score for p in parcels])[idx]
+    scores = (
+        conf * _pile_factors(parcels, config)[idx] * (0.4 * flat + 0.35 * edge + 0.25 * upright)
+    )
+    ok = (
+        (counts >= config.min_cup_points)
+        & (tilt <= config.max_tilt_deg)
+        & (flat > 0.0)
+        & (edge_m >= need)
+        & np.isfinite(positions).all(axis=1)
+        & np.isfinite(scores)
+    )
+    if not ok.any():
+        return None
+    long_axes = np.array([p.long_axis for p in parcels])[idx[ok]]
+    rots = frames_from_axes(-normals[ok], cross(normals[ok], long_axes))
+    poses = np.zeros((int(ok.sum()), 4, 4))
+    poses[:, :3, :3] = rots
+    poses[:, :3, 3] = positions[ok]
+    poses[:, 3, 3] = 1.0
+    k = len(poses)
+    return (
+        poses,
+        np.clip(scores[ok], 0.0, 1.0),
+        np.zeros(k, bool),
+        np.full(k, 2.0 * config.cup_radius),
+        idx[ok],
+    )
+
+
+@lru_cache(maxsize=32)
+def _disc_offsets(radius_px: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel offsets (du, dv) on a `step` grid inside a disc of `radius_px`."""
+    r = np.arange(-radius_px, radius_px + 1, step)
+    du, dv = np.meshgrid(r, r)
+    inside = du * du + dv * dv <= radius_px * radius_px
+    return du[inside], dv[inside]
+
+
+def _cup_patches(
+    label_of: npt.NDArray[np.integer],
+    normals: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.uint16],
+    depth: npt.NDArray[np.float32],
+    camera: CameraModel,
+    us: npt.NDArray[np.intp],
+    vs: npt.NDArray[np.intp],
+    centres: npt.NDArray[np.float64],
+    config: GraspConfig,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Full-resolution depth samples under each cup: points (K, M, 3) and weights (K, M).
+
+    Sampled from the image, not the parcel's subsampled points, so the flatness under a
+    cup is judged at the same detail on a small mailer and on a large box. A sample counts
+    when it belongs to the parcel, has depth and lies within the cup radius in the plane.
+    """
+    radius = config.cup_radius
+    focal = max(camera.fx, camera.fy)
+    r_px = max(1, math.ceil(radius * focal / float(np.min(centres[:, 2]))))
+    du, dv = _disc_offsets(r_px, max(1, math.ceil(r_px / 6)))
+    h, w = labels.shape
+    uu = us[:, None] + du[None, :]
+    vv = vs[:, None] + dv[None, :]
+    inside = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
+    uu = np.clip(uu, 0, w - 1)
+    vv = np.clip(vv, 0, h - 1)
+    z = depth[vv, uu].astype(np.float64)
+    with np.errstate(invalid='ignore'):
+        valid = inside & (labels[vv, uu] == label_of[:, None]) & (z > 0)
+    z = np.where(valid, z, 0.0)
+    pts = np.empty((*z.shape, 3))
+    pts[..., :2] = normalized_rays(camera)[vv, uu] * z[..., None]
+    pts[..., 2] = z
+    diff = pts - centres[:, None, :]
+    along = np.einsum('kmi,ki->km', diff, normals)
+    radial2 = np.einsum('kmi,kmi->km', diff, diff) - along * along
+    return pts, valid & (radial2 <= radius * radius)
+
+
+def _jaws(
+    parcels: list[LiftedParcel],
+    labels: npt.NDArray[np.uint16],
+    depth: npt.NDArray[np.float32],
+    camera: CameraModel,
+    belt: BeltPlane,
+    config: GraspConfig,
+) -> _Arrays | None:
+    """Parallel-jaw grasps across the short side, approaching along the top normal.
+
+    Only for parcels wholly in view (a cut-off parcel's width is unknown), thick enough to
+    hold, narrow enough for the opening, with free space where both fingers go down.
+    """
+    h, w = labels.shape
+    cos_max = math.cos(math.radians(config.max_tilt_deg))
+    chosen = []
+    for i, p in enumerate(parcels):
+        x0, y0, x1, y1 = p.instance.box
+        if (
+            p.box is not None
+            and x0 > 0
+            and y0 > 0
+            and x1 < w
+            and y1 < h
+            and p.footprint[1] + 2.0 * config.gripper_clearance <= config.gripper_max_opening
+            and p.height - p.support_height >= config.min_jaw_height
+            and float(p.top_normal @ belt.normal) >= cos_max
+        ):
+            chosen.append(i)
+    if not chosen:
+        return None
+    sel = [parcels[i] for i in chosen]
+    normal = np.array([p.top_normal for p in sel])
+    long_axis = np.array([p.long_axis for p in sel])
+    closing = cross(normal, long_axis)
+    closing /= np.linalg.norm(closing, axis=1, keepdims=True)
+    centre = np.array([p.top_center for p in sel])
+    short = np.array([p.footprint[1] for p in sel])
+    grip = np.minimum(config.finger_depth, np.array([p.height - p.support_height for p in sel]))
+    # Where the fingers go down: both sides, across the finger's width, at the top's level.
+    side = (short / 2.0 + config.gripper_clearance)[:, None, None]
+    signs = np.array([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])[None, :, None]
+    along = (np.array([-0.5, 0.0, 0.5, -0.5, 0.0, 0.5]) * config.finger_width)[None, :, None]
+    samples = centre[:, None, :] + signs * side * closing[:, None, :] + along * long_axis[:, None]
+    uv = np.rint(project_points(camera, samples.reshape(-1, 3))).reshape(len(sel), 6, 2)
+    finite = np.isfinite(uv).all(axis=(1, 2))
+    uv = np.where(np.isfinite(uv), uv, -1.0).astype(np.intp)
+    u, v = uv[..., 0], uv[..., 1]
+    in_view = finite & ((u >= 0) & (u < w) & (v >= 0) & (v < h)).all(axis=1)
+    u, v = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
+    z = depth[v, u].astype(np.float64)
+    heights = z * (normalized_rays(camera)[v, u] @ belt.normal[:2] + belt.normal[2]) + belt.offset
+    top_h = np.array([p.height for p in sel])
+    tol = np.array([p.tolerance for p in sel])
+    lab = labels[v, u]
+    own = np.array([p.label for p in sel])
+    with np.errstate(invalid='ignore'):
+        free = np.where(
+            np.isfinite(heights),
+            heights < (top_h - grip + tol)[:, None],
+            (lab == 0) | (lab == own[:, None]),
+        )
+    ok = in_view & free.all(axis=1)
+    if not ok.any():
+        return None
+    chosen_idx = np.array(chosen, np.intp)[ok]
+    tilt = np.degrees(np.arccos(np.clip(normal[ok] @ belt.normal, -1.0, 1.0)))
+    upright = np.clip(1.0 - tilt / config.max_tilt_deg, 0.0, 1.0)
+    conf = np.array([p.instance.score for p in sel])[ok]
+    scores = conf * _pile_factors(parcels, config)[chosen_idx] * config.jaw_score_scale
+    scores *= 0.5 + 0.5 * upright
+    k = int(ok.sum())
+    poses = np.zeros((k, 4, 4))
+    poses[:, :3, :3] = frames_from_axes(-normal[ok], closing[ok])
+    poses[:, :3, 3] = centre[ok]
+    poses[:, 3, 3] = 1.0
+    return (
+        poses,
+        np.clip(scores, 0.0, 1.0),
+        np.ones(k, bool),
+        short[ok] + 2.0 * config.gripper_clearance,
+        chosen_idx,
+    )

@@ -1,0 +1,78 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Segmentation latency at 640x480 (pre-process + inference + post-process), model vs baseline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pkg_perception.benchmarks import machine_description, update_section
+from pkg_perception.frames import RGBDFrame, depth_from_millimetres
+from pkg_perception.segmentation.belt import BeltPlane
+from pkg_perception.segmentation.config import SegmentationConfig
+from pkg_perception.segmentation.geometric import GeometricSegmenter
+from pkg_perception.segmentation.onnx import OnnxSegmenter
+from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
+
+
+def _frames(count: int, seed: int) -> tuple[list[RGBDFrame], BeltPlane]:
+    sim = ConveyorSimulator(SimConfig(scene='piles'), seed)
+    frames = []
+    for k in range(count):
+        f = sim.frame(k * 5)
+        frames.append(
+            RGBDFrame(f.color, depth_from_millimetres(f.depth_mm), sim.camera, f.stamp_ns)
+        )
+    return frames, BeltPlane.from_extrinsics(sim.conveyor_from_camera)
+
+
+def _percentiles(ms: list[float]) -> str:
+    a = np.asarray(ms)
+    return f'{np.median(a):.1f} | {np.percentile(a, 99):.1f}'
+
+
+def benchmark_segmentation(
+    model: Path, *, runs: int, seed: int, doc: Path | None, providers: tuple[str, ...] = ('cpu',)
+) -> str:
+    """Time both segmenters on the same simulated pile frames, interleaved, in one process."""
+    frames, belt = _frames(20, seed)
+    onnx_seg = OnnxSegmenter(model, SegmentationConfig(providers=providers))
+    geo = GeometricSegmenter()
+    stages: dict[str, list[float]] = {'preprocess': [], 'inference': [], 'postprocess': []}
+    total = {'model': [], 'geometric': []}
+    for k in range(runs):
+        frame = frames[k % len(frames)]
+        t = time.perf_counter()
+        seg = onnx_seg.segment(frame, belt)
+        total['model'].append((time.perf_counter() - t) * 1e3)
+        for s, v in seg.timings_ms.items():
+            stages[s].append(v)
+        t = time.perf_counter()
+        geo.segment(frame, belt)
+        total['geometric'].append((time.perf_counter() - t) * 1e3)
+    p50 = float(np.median(total['model']))
+    p99 = float(np.percentile(total['model'], 99))
+    lines = [
+        f'Segmentation at 640x480 (`pkg-perception benchmark-segmentation`), {runs} frames of '
+        f'simulated piles, one process, segmenters interleaved. Machine: {machine_description()}. '
+        f'Model `{model.name}` ({onnx_seg.name}) on {onnx_seg.provider}, '
+        f'{onnx_seg.config.threads} threads.',
+        '',
+        '| segmenter / stage | p50 ms | p99 ms |',
+        '|---|---|---|',
+        f'| **model, total** | {_percentiles(total["model"])} |',
+        *(f'| model: {s} | {_percentiles(v)} |' for s, v in stages.items()),
+        f'| geometric baseline, total | {_percentiles(total["geometric"])} |',
+        '',
+        f'Target p50 <= 25 ms and p99 <= 40 ms: p50 {p50:.1f} ms '
+        f'({"met" if p50 <= 25 else "NOT met"}), p99 {p99:.1f} ms '
+        f'({"met" if p99 <= 40 else "NOT met"}).',
+    ]
+    text = '\n'.join(lines)
+    if doc is not None:
+        section = 'segmentation' if providers == ('cpu',) else 'segmentation-gpu'
+        update_section(doc, section, '## Segmentation\n\n' + text)
+    return text

@@ -1,0 +1,42 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Segmentation settings (config section `segmentation`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pkg_perception.errors import ConfigError
+from pkg_perception.segmentation.decode import DecodeParams
+
+PROVIDER_NAMES = ('tensorrt', 'cuda', 'cpu')
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """Which segmenter, on which ONNX Runtime providers, with which thresholds."""
+
+    model_path: str = ''  # '' = the shipped models/parcelnet.onnx
+    providers: tuple[str, ...] = PROVIDER_NAMES  # tried in this order
+    threads: int = 2  # ONNX Runtime intra-op threads on the CPU provider
+    trt_fp16: bool = True
+    trt_cache_dir: str = '~/.cache/pkg_perception/trt'
+    warmup_runs: int = 3
+    fallback_to_geometric: bool = False  # when the model cannot be loaded
+    use_geometric: bool = False  # run the depth-only baseline instead of the model
+    min_valid_depth: float = 0.02  # below this share of valid depth pixels: empty + flag
+    decode: DecodeParams = field(default_factory=DecodeParams)
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.providers if p not in PROVIDER_NAMES]
+        if bad or not self.providers:
+            raise ConfigError(
+                f'segmentation.providers {list(self.providers)}: use a non-empty list of '
+                f'{", ".join(PROVIDER_NAMES)}'
+            )
+        if not 1 <= self.threads <= 64:
+            raise ConfigError(f'segmentation.threads {self.threads} must be in 1..64')
+        if not 0 <= self.min_valid_depth < 1:
+            raise ConfigError(
+                f'segmentation.min_valid_depth {self.min_valid_depth} must be in [0, 1)'
+            )

@@ -1,0 +1,101 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""From ParcelNet's per-pixel outputs to instances at the frame's resolution.
+
+Seeds are pixels deep inside a parcel (predicted edge distance high); each becomes an
+instance, grown to the foreground around it at the output scale. The foreground itself is
+upsampled bilinearly, so outlines against the belt are sub-pixel smooth at full size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pkg_perception.classes import ParcelClass
+from pkg_perception.segmentation.instances import Instance, Segmentation
+from pkg_perception.segmentation.seeds import grow_seeds, label_seeds
+
+NUM_CLASSES = len(ParcelClass) + 1
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """Thresholds of the post-process (config: segmentation.*)."""
+
+    seed_threshold: float = 0.5  # edge-distance probability that marks a seed pixel
+    min_seed_pixels: int = 2  # at the output scale
+    grow_distance: float = 4.0  # output pixels a mask may extend beyond its seed
+    min_score: float = 0.3
+    min_area: int = 64  # frame pixels
+
+
+def _softmax(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    e = np.exp(x - x.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def decode(
+    logits: npt.NDArray[np.float32], width: int, height: int, params: DecodeParams
+) -> Segmentation:
+    """(6, h, w) logits (5 class logits, then edge distance) -> instances at width x height."""
+    prob = _softmax(logits[:NUM_CLASSES])
+    edge = 1.0 / (1.0 + np.exp(-logits[NUM_CLASSES]))
+    fg = prob[0] < 0.5
+    seeds, n = label_seeds((edge > params.seed_threshold) & fg, params.min_seed_pixels)
+    grown = grow_seeds(seeds, fg, params.grow_distance)
+    h, w = grown.shape
+    if n == 0:
+        return Segmentation.empty(height, width)
+    # Mean class probabilities per instance at the output scale.
+    flat = grown.ravel()
+    inside = flat > 0
+    counts = np.bincount(flat[inside], minlength=n + 1).astype(np.float64)
+    means = (
+        np.stack(
+            [
+                np.bincount(flat[inside], weights=prob[c].ravel()[inside], minlength=n + 1)
+                for c in range(1, NUM_CLASSES)
+            ],
+            axis=1,
+        )
+        / np.maximum(counts, 1)[:, None]
+    )
+    best = means.argmax(axis=1)
+    score = means[np.arange(n + 1), best]
+    sx, sy = width / w, height / h
+    keep = (counts * sx * sy >= params.min_area) & (score >= params.min_score)
+    keep[0] = False
+    lut = np.zeros(n + 1, dtype=np.uint16)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)
+    small = lut[grown]
+    labels = cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+    bg_full = cv2.resize(prob[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    labels[bg_full >= 0.5] = 0
+    instances = []
+    ys, xs = np.nonzero(small)
+    lab = small[ys, xs]
+    x0 = np.full(int(keep.sum()) + 1, w)
+    y0 = np.full_like(x0, h)
+    x1 = np.zeros_like(x0)
+    y1 = np.zeros_like(x0)
+    np.minimum.at(x0, lab, xs)
+    np.minimum.at(y0, lab, ys)
+    np.maximum.at(x1, lab, xs + 1)
+    np.maximum.at(y1, lab, ys + 1)
+    for old in np.nonzero(keep)[0]:
+        new = int(lut[old])
+        box = (
+            int(x0[new] * sx),
+            int(y0[new] * sy),
+            min(width, int(np.ceil(x1[new] * sx))),
+            min(height, int(np.ceil(y1[new] * sy))),
+        )
+        area = int(counts[old] * sx * sy)
+        instances.append(
+            Instance(new, ParcelClass(int(best[old]) + 1), float(score[old]), box, area)
+        )
+    return Segmentation(labels, instances)

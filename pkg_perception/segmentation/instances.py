@@ -1,0 +1,74 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""What every segmenter returns: one label image plus a record per instance.
+
+A label image (instead of one boolean mask per instance) costs one array per frame and
+makes masks disjoint by construction; per-instance masks are cut out lazily by box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from pkg_perception.classes import ParcelClass
+
+FLAG_NO_DEPTH = 'no_valid_depth'
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One segmented parcel. `label` is its value in `Segmentation.labels`."""
+
+    label: int
+    parcel_class: ParcelClass
+    score: float  # 0..1
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
+    area: int  # pixels
+
+
+@dataclass
+class Segmentation:
+    """Instances of one frame at the frame's resolution."""
+
+    labels: npt.NDArray[np.uint16]  # (H, W), 0 = belt / nothing
+    instances: list[Instance]
+    flags: tuple[str, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def mask(self, inst: Instance) -> npt.NDArray[np.bool_]:
+        """Full-frame boolean mask of one instance."""
+        out = np.zeros(self.labels.shape, dtype=bool)
+        x0, y0, x1, y1 = inst.box
+        out[y0:y1, x0:x1] = self.labels[y0:y1, x0:x1] == inst.label
+        return out
+
+    def crop(self, inst: Instance) -> npt.NDArray[np.bool_]:
+        """The instance's mask inside its box (cheap: no full-frame array)."""
+        x0, y0, x1, y1 = inst.box
+        return self.labels[y0:y1, x0:x1] == inst.label
+
+    @classmethod
+    def empty(cls, height: int, width: int, flags: tuple[str, ...] = ()) -> Segmentation:
+        return cls(np.zeros((height, width), dtype=np.uint16), [], flags)
+
+
+def boxes_and_areas(
+    labels: npt.NDArray[np.integer], count: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(count + 1, 4) boxes (x0, y0, x1, y1) and (count + 1,) areas of labels 0..count."""
+    h, w = labels.shape
+    area = np.bincount(labels.ravel(), minlength=count + 1)[: count + 1]
+    boxes = np.zeros((count + 1, 4), dtype=np.int64)
+    ys, xs = np.nonzero(labels)
+    if len(xs):
+        lab = labels[ys, xs].astype(np.int64)
+        boxes[:, 0] = w
+        boxes[:, 1] = h
+        np.minimum.at(boxes[:, 0], lab, xs)
+        np.minimum.at(boxes[:, 1], lab, ys)
+        np.maximum.at(boxes[:, 2], lab, xs + 1)
+        np.maximum.at(boxes[:, 3], lab, ys + 1)
+    return boxes, area

@@ -1,0 +1,155 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""ParcelNet on ONNX Runtime: TensorRT (FP16, cached engines), then CUDA, then CPU."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pkg_perception.errors import ModelError
+from pkg_perception.frames import RGBDFrame
+from pkg_perception.segmentation.belt import BeltPlane
+from pkg_perception.segmentation.config import SegmentationConfig
+from pkg_perception.segmentation.decode import decode
+from pkg_perception.segmentation.inputs import prepare_input
+from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
+from pkg_perception.segmentation.metadata import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+ORT_NAMES = {
+    'tensorrt': 'TensorrtExecutionProvider',
+    'cuda': 'CUDAExecutionProvider',
+    'cpu': 'CPUExecutionProvider',
+}
+
+
+def provider_list(config: SegmentationConfig) -> tuple[list[Any], dict[str, str]]:
+    """The providers this onnxruntime build can try, in config order, and why others are out."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    chosen: list[Any] = []
+    skipped: dict[str, str] = {}
+    for name in config.providers:
+        ort_name = ORT_NAMES[name]
+        if ort_name not in available:
+            skipped[name] = (
+                f'{ort_name} is not in this onnxruntime build '
+                f'(available: {", ".join(sorted(available))}); install onnxruntime-gpu for GPUs'
+            )
+            continue
+        if name == 'tensorrt':
+            cache = Path(config.trt_cache_dir).expanduser()
+            cache.mkdir(parents=True, exist_ok=True)
+            chosen.append(
+                (
+                    ort_name,
+                    {
+                        'trt_fp16_enable': config.trt_fp16,
+                        'trt_engine_cache_enable': True,
+                        'trt_engine_cache_path': str(cache),
+                        'trt_timing_cache_enable': True,
+                        'trt_timing_cache_path': str(cache),
+                    },
+                )
+            )
+        else:
+            chosen.append(ort_name)
+    if 'CPUExecutionProvider' not in [c if isinstance(c, str) else c[0] for c in chosen]:
+        chosen.append('CPUExecutionProvider')  # ONNX Runtime needs it for unsupported nodes
+    return chosen, skipped
+
+
+class OnnxSegmenter:
+    """Loads, checks and warms the model once; `segment` is then allocation-light."""
+
+    def __init__(self, model_path: str | Path, config: SegmentationConfig) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path).expanduser()
+        if not path.is_file():
+            raise ModelError(
+                f'model file {path} not found; set segmentation.model_path (or --model) to an '
+                'exported model, e.g. the shipped models/parcelnet.onnx, or build one with '
+                '`pkg-perception train` then `pkg-perception export`'
+            )
+        self.config = config
+        self.path = path
+        providers, self.skipped = provider_list(config)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:
+            raise ModelError(
+                f'cannot load model {path}: {str(err).splitlines()[0][:300]}. The file is not a '
+                'valid ONNX model (truncated copy? a Git LFS pointer?); re-export it with '
+                '`pkg-perception export` or restore models/parcelnet.onnx'
+            ) from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = ModelMetadata.from_props(props, str(path))
+        self._check_shapes()
+        active = self.session.get_providers()
+        self.provider = active[0]
+        for name in config.providers:
+            ort_name = ORT_NAMES[name]
+            if ort_name == self.provider:
+                break
+            reason = self.skipped.get(name, 'it failed to initialise (see ONNX Runtime log)')
+            log.warning('segmentation: not using %s: %s', ort_name, reason)
+        log.info('segmentation: %s on %s', self.name, self.provider)
+        self._input = self.session.get_inputs()[0].name
+        for _ in range(config.warmup_runs):
+            self._run(np.zeros(self.metadata.expected_input(), dtype=np.float32))
+
+    @property
+    def name(self) -> str:
+        return f'{self.metadata.name}-{self.metadata.version}'
+
+    def _check_shapes(self) -> None:
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        want_in, want_out = self.metadata.expected_input(), self.metadata.expected_output()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(
+                f'{self.path}: expected 1 input and 1 output, got {len(inputs)} and '
+                f'{len(outputs)}; export the model with `pkg-perception export`'
+            )
+        for what, got, want in (
+            ('input', inputs[0].shape, want_in),
+            ('output', outputs[0].shape, want_out),
+        ):
+            fixed = [g if isinstance(g, int) else w for g, w in zip(got, want, strict=False)]
+            if len(got) != len(want) or fixed != want:
+                raise ModelError(
+                    f'{self.path}: {what} shape {got} does not match its metadata {want}; '
+                    're-export the model'
+                )
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: tensor})[0]
+
+    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+        t0 = time.perf_counter()
+        h, w = frame.depth.shape
+        prepared = prepare_input(self.metadata.spec, frame.color, frame.depth, frame.camera, belt)
+        if prepared.valid_fraction < self.config.min_valid_depth:
+            return Segmentation.empty(h, w, flags=(FLAG_NO_DEPTH,))
+        t1 = time.perf_counter()
+        logits = self._run(prepared.tensor)[0]
+        t2 = time.perf_counter()
+        seg = decode(logits, w, h, self.config.decode)
+        t3 = time.perf_counter()
+        seg.timings_ms = {
+            'preprocess': (t1 - t0) * 1e3,
+            'inference': (t2 - t1) * 1e3,
+            'postprocess': (t3 - t2) * 1e3,
+        }
+        return seg

@@ -1,0 +1,112 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Weights -> ONNX (opset 17, static shapes, metadata_props), checked and compared to PyTorch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from pkg_perception.errors import ConfigError
+from pkg_perception.segmentation.inputs import INPUT_CHANNELS
+from pkg_perception.segmentation.metadata import ModelMetadata
+from pkg_perception.training.model import ParcelNet
+from pkg_perception.training.run import config_from_dict, load_weights
+from pkg_perception.training.samples import OUTPUT_STRIDE
+
+OPSET = 17
+MODEL_VERSION = '1.0.0'
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export produced and how closely ONNX Runtime matches PyTorch."""
+
+    path: Path
+    max_abs_diff: float  # PyTorch vs ONNX Runtime (CPU) on the same input
+    input_shape: tuple[int, ...]
+
+
+def load_model(weights: Path) -> tuple[ParcelNet, dict]:
+    blob = load_weights(weights)
+    config = config_from_dict(blob['config'])
+    model = ParcelNet(config.widths, config.blocks)
+    model.load_state_dict(blob['model'])
+    return model.eval(), blob
+
+
+def export_onnx(
+    weights: Path,
+    out: Path,
+    *,
+    input_size: tuple[int, int] | None = None,
+    name: str = 'parcelnet',
+    copy_weights: bool = True,
+) -> ExportReport:
+    """Write `out` (ONNX) and, next to it, the weights it came from (for fine-tuning)."""
+    model, blob = load_model(weights)
+    spec = config_from_dict(blob['config']).spec
+    if input_size is not None:
+        w, h = input_size
+        if w % 16 or h % 16:
+            raise ConfigError(f'--input-size {w} {h}: both must be multiples of 16')
+        spec = replace(spec, width=w, height=h)
+    meta = ModelMetadata(name=name, version=MODEL_VERSION, spec=spec, output_stride=OUTPUT_STRIDE)
+    dummy = torch.zeros(1, INPUT_CHANNELS, spec.height, spec.width)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.tmp.onnx')
+    torch.onnx.export(
+        model,
+        dummy,
+        str(tmp),
+        opset_version=OPSET,
+        input_names=['input'],
+        output_names=['logits'],
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    proto = onnx.load(str(tmp))
+    info = blob.get('info', {})
+    extra = {'training': info, 'opset': str(OPSET)}
+    for key, value in meta.to_props(extra).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = 'ParcelNet parcel instance segmenter (pkg_perception); see models/README.md'
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(out))
+    tmp.unlink()
+    if copy_weights:
+        target = out.with_suffix('.pt')
+        if target.resolve() != weights.resolve():
+            shutil.copyfile(weights, target)
+    diff = parity(model, out, seed=0)
+    return ExportReport(out, diff, tuple(dummy.shape))
+
+
+def parity(model: ParcelNet, onnx_path: Path, seed: int) -> float:
+    """Largest absolute difference of logits between PyTorch and ONNX Runtime (CPU)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    shape = session.get_inputs()[0].shape
+    x = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    return float(np.abs(ref - got).max())
+
+
+def describe(report: ExportReport) -> str:
+    return json.dumps(
+        {
+            'model': str(report.path),
+            'input': list(report.input_shape),
+            'parity_max_abs_diff': report.max_abs_diff,
+        }
+    )

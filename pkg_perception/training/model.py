@@ -1,0 +1,101 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""ParcelNet: a compact encoder-decoder that labels pixels; instances come from a post-process.
+
+Why this shape: plain 3x3 convolutions, batch norm folded at export, ReLU and bilinear x2
+upsampling are all a TensorRT FP16 engine and the ONNX Runtime CPU provider run fast, with
+static shapes and no custom ops. Instead of per-instance heads (Mask R-CNN style, whose
+ROI ops export poorly), it predicts per pixel a class and a truncated distance to the edge
+of its own parcel; thresholding the distance gives one seed per parcel even where parcels
+touch, and the post-process grows seeds back into masks (segmentation/decode.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pkg_perception.classes import ParcelClass
+from pkg_perception.segmentation.inputs import INPUT_CHANNELS
+
+NUM_CLASSES = len(ParcelClass) + 1  # + background
+OUTPUT_CHANNELS = NUM_CLASSES + 1  # class logits, then the edge-distance logit
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
+    pad = dilation * (k // 2)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Residual(nn.Module):
+    """Two 3x3 convolutions with an identity shortcut."""
+
+    def __init__(self, channels: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.a = conv_bn(channels, channels, dilation=dilation)
+        self.b = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.b(self.a(x)))
+
+
+class Up(nn.Module):
+    """Upsample x2, concatenate the skip, mix with 1x1 then 3x3."""
+
+    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+        super().__init__()
+        self.mix = conv_bn(cin + cskip, cout, k=1)
+        self.conv = conv_bn(cout, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
+        return self.conv(self.mix(torch.cat([x, skip], dim=1)))
+
+
+class ParcelNet(nn.Module):
+    """(N, 5, H, W) input -> (N, 6, H/2, W/2) logits: 5 classes (0 = belt), edge distance.
+
+    Most compute sits at 1/8 and 1/16 scale where it is cheap; the 1/2 and 1/4 stages are
+    thin and only sharpen edges.
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, int, int, int] = (16, 32, 64, 128),
+        blocks: tuple[int, int, int] = (0, 1, 2),
+    ) -> None:
+        super().__init__()
+        c2, c4, c8, c16 = widths
+        self.widths, self.blocks = widths, blocks
+        self.stem = nn.Sequential(conv_bn(INPUT_CHANNELS, c2, stride=2), conv_bn(c2, c2))
+        self.down4 = self._stage(c2, c4, blocks[0])
+        self.down8 = self._stage(c4, c8, blocks[1])
+        self.down16 = self._stage(c8, c16, blocks[2], dilated=True)
+        self.up8 = Up(c16, c8, c8)
+        self.up4 = Up(c8, c4, c4)
+        self.up2 = Up(c4, c2, c2)
+        self.head = nn.Conv2d(c2, OUTPUT_CHANNELS, 1)
+
+    @staticmethod
+    def _stage(cin: int, cout: int, blocks: int, dilated: bool = False) -> nn.Sequential:
+        layers: list[nn.Module] = [conv_bn(cin, cout, stride=2)]
+        if blocks == 0:
+            layers.append(conv_bn(cout, cout))
+        layers += [Residual(cout, dilation=2 if dilated and i % 2 else 1) for i in range(blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f2 = self.stem(x)
+        f4 = self.down4(f2)
+        f8 = self.down8(f4)
+        f16 = self.down16(f8)
+        y = self.up2(self.up4(self.up8(f16, f8), f4), f2)
+        return self.head(y)

@@ -1,0 +1,107 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""`pkg-perception train`: data, then the loop, then a weights file the exporter reads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pkg_perception.errors import ConfigError, ModelError
+from pkg_perception.segmentation.inputs import InputSpec
+from pkg_perception.training.simdata import SimDataPlan, build_sim_dataset, load_shards
+from pkg_perception.training.train import Arrays, TrainConfig, train
+
+WEIGHTS = 'model.pt'
+VAL_SEEDS = 8  # the plan's last seeds are kept for validation losses
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """A weights file written by `save_weights` (the shipped models/parcelnet.pt is one)."""
+    if not path.is_file():
+        raise ModelError(f'weights file {path} not found; train one with `pkg-perception train`')
+    try:
+        blob = torch.load(path, map_location='cpu', weights_only=False)
+        if not {'model', 'config'} <= set(blob):
+            raise KeyError('model or config')
+    except Exception as err:
+        raise ModelError(
+            f'{path} is not a weights file written by pkg-perception: {err}'
+        ) from None
+    return blob
+
+
+def save_weights(path: Path, model: torch.nn.Module, config: TrainConfig, info: dict) -> None:
+    torch.save({'model': model.state_dict(), 'config': asdict(config), 'info': info}, path)
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Inverse of dataclasses.asdict for TrainConfig (tuples and the nested spec)."""
+    d = dict(d)
+    spec = dict(d.pop('spec'))
+    spec['height_range'] = tuple(spec['height_range'])
+    return TrainConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()},
+        spec=InputSpec(**spec),
+    )
+
+
+def sim_arrays(
+    cache: Path, plan: SimDataPlan, spec: InputSpec, workers: int
+) -> tuple[Arrays, Arrays]:
+    paths = build_sim_dataset(cache, plan, spec, workers=workers)
+    if plan.seeds <= VAL_SEEDS:
+        raise ConfigError(f'--seeds must exceed {VAL_SEEDS} (the validation seeds)')
+    train_set = Arrays(**load_shards(paths[:-VAL_SEEDS]))
+    val_set = Arrays(**load_shards(paths[-VAL_SEEDS:]))
+    return train_set, val_set
+
+
+def run_training(
+    out: Path,
+    config: TrainConfig,
+    *,
+    cache: Path,
+    plan: SimDataPlan,
+    coco: Path | None = None,
+    init: Path | None = None,
+    workers: int = 2,
+) -> Path:
+    """Train on simulated frames, or fine-tune on COCO-format RGB-D images; return weights."""
+    init_weights = None
+    if init is not None:
+        blob = load_weights(init)
+        base = config_from_dict(blob['config'])
+        if (base.widths, base.blocks, base.spec) != (config.widths, config.blocks, config.spec):
+            config = replace(config, widths=base.widths, blocks=base.blocks, spec=base.spec)
+        init_weights = blob['model']
+    if coco is not None:
+        from pkg_perception.training.coco import coco_arrays
+
+        train_set, val_set = coco_arrays(coco, config.spec, seed=config.seed)
+        source: dict[str, Any] = {'coco': str(coco), 'images': len(train_set) + len(val_set)}
+    else:
+        train_set, val_set = sim_arrays(cache, plan, config.spec, workers)
+        source = {'simulator': asdict(plan), 'validation_seeds': VAL_SEEDS}
+    print(f'training on {len(train_set)} frames, validating on {len(val_set)}')
+    model = train(config, train_set, val_set, out, init_weights=init_weights)
+    log = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
+    last_val = [r for r in log if 'val_loss' in r][-1]
+    info = {
+        'data': source,
+        'init': str(init) if init else None,
+        'steps': config.steps,
+        'train_seconds': log[-1].get('elapsed_s'),
+        'validation': {k: v for k, v in last_val.items() if k.startswith('val_')},
+        'train_frames': len(train_set),
+        'parameters': int(sum(p.numel() for p in model.parameters())),
+        'class_pixels': np.bincount(train_set.classes.ravel(), minlength=5).tolist(),
+    }
+    path = out / WEIGHTS
+    save_weights(path, model, config, info)
+    return path

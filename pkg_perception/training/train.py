@@ -1,0 +1,232 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The training loop: seeded, resumable from its last checkpoint, logged as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pkg_perception.errors import ConfigError
+from pkg_perception.segmentation.inputs import InputSpec
+from pkg_perception.training.model import NUM_CLASSES, ParcelNet
+
+CHECKPOINT = 'last.pt'
+LOG = 'log.jsonl'
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the result of a run (with the data)."""
+
+    steps: int = 3000
+    batch_size: int = 12
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    seed: int = 0
+    widths: tuple[int, int, int, int] = (16, 32, 64, 128)
+    blocks: tuple[int, int, int] = (0, 1, 2)
+    edge_weight: float = 2.0
+    checkpoint_every: int = 250
+    eval_every: int = 500
+    threads: int = 2
+    spec: InputSpec = field(default_factory=InputSpec)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError('steps and batch_size must be at least 1')
+        if not 0 < self.lr < 1:
+            raise ConfigError(f'lr {self.lr} must be in (0, 1)')
+
+
+@dataclass
+class Arrays:
+    """A training or validation set in memory (see training.samples)."""
+
+    inputs: np.ndarray  # (N, 5, H, W) float16
+    classes: np.ndarray  # (N, h, w) uint8
+    edge: np.ndarray  # (N, h, w) uint8
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def augment(
+    x: torch.Tensor, cls: torch.Tensor, edge: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flips (the camera looks straight down, so both are physical) and colour jitter."""
+    n = x.shape[0]
+    flip_h = torch.rand(n, generator=gen) < 0.5
+    flip_v = torch.rand(n, generator=gen) < 0.5
+    for i in range(n):
+        dims = [d for d, f in ((-1, flip_h[i]), (-2, flip_v[i])) if f]
+        if dims:
+            x[i] = x[i].flip(dims)
+            cls[i] = cls[i].flip(dims)
+            edge[i] = edge[i].flip(dims)
+    gain = 1.0 + 0.25 * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)
+    bias = 0.3 * (torch.rand(n, 3, 1, 1, generator=gen) * 2 - 1)
+    x[:, :3] = x[:, :3] * gain + bias
+    return x, cls, edge
+
+
+def losses(
+    logits: torch.Tensor, cls: torch.Tensor, edge: torch.Tensor, edge_weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy on the class map plus BCE on the edge distance."""
+    ce = F.cross_entropy(logits[:, :NUM_CLASSES], cls.long())
+    bce = F.binary_cross_entropy_with_logits(logits[:, NUM_CLASSES], edge.float() / 255.0)
+    total = ce + edge_weight * bce
+    return total, {'loss': total.item(), 'ce': ce.item(), 'edge': bce.item()}
+
+
+def _batch(data: Arrays, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.from_numpy(data.inputs[idx].astype(np.float32)),
+        torch.from_numpy(data.classes[idx]),
+        torch.from_numpy(data.edge[idx]),
+    )
+
+
+@torch.no_grad()
+def validate(model: ParcelNet, data: Arrays, config: TrainConfig) -> dict[str, float]:
+    """Mean losses plus pixel accuracy of the class map on the validation set."""
+    model.eval()
+    sums: dict[str, float] = {}
+    correct = fg = 0
+    for start in range(0, len(data), config.batch_size):
+        idx = np.arange(start, min(start + config.batch_size, len(data)))
+        x, cls, edge = _batch(data, idx)
+        logits = model(x)
+        _, parts = losses(logits, cls, edge, config.edge_weight)
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v * len(idx)
+        mask = cls > 0
+        correct += int((logits[:, :NUM_CLASSES].argmax(1)[mask] == cls[mask].long()).sum())
+        fg += int(mask.sum())
+    model.train()
+    out = {f'val_{k}': v / len(data) for k, v in sums.items()}
+    out['val_parcel_pixel_acc'] = correct / max(fg, 1)
+    return out
+
+
+def build_model(config: TrainConfig) -> ParcelNet:
+    return ParcelNet(config.widths, config.blocks)
+
+
+def _lr_at(step: int, config: TrainConfig) -> float:
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    t = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(
+    config: TrainConfig,
+    train_set: Arrays,
+    val_set: Arrays,
+    out_dir: Path,
+    *,
+    init_weights: dict[str, torch.Tensor] | None = None,
+    progress: bool = True,
+) -> ParcelNet:
+    """Train, resuming from `out_dir/last.pt` when it exists for the same config."""
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(config)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    step = 0
+    ckpt_path = out_dir / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt['config'] != asdict(config):
+            raise ConfigError(
+                f'{ckpt_path} was written with other settings; use a new --out directory '
+                'or the same settings to resume'
+            )
+        model.load_state_dict(ckpt['model'])
+        opt.load_state_dict(ckpt['optimizer'])
+        gen.set_state(ckpt['generator'])
+        step = ckpt['step']
+    rng_order = np.random.default_rng(config.seed)
+    # The sample order is a pure function of (seed, step), so a resumed run sees the same data.
+    per_epoch = max(1, len(train_set) // config.batch_size)
+    orders: dict[int, np.ndarray] = {}
+
+    def indices(s: int) -> np.ndarray:
+        epoch, pos = divmod(s, per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = np.random.default_rng([config.seed, epoch]).permutation(len(train_set))
+        return orders[epoch][pos * config.batch_size : (pos + 1) * config.batch_size]
+
+    del rng_order
+    model.train()
+    log = (out_dir / LOG).open('a')
+    bar = tqdm(
+        total=config.steps, initial=step, desc='training', unit='step', disable=not progress
+    )
+    t0 = time.perf_counter()
+    try:
+        while step < config.steps:
+            for g in opt.param_groups:
+                g['lr'] = _lr_at(step, config)
+            x, cls, edge = augment(*_batch(train_set, indices(step)), gen)
+            loss, parts = losses(model(x), cls, edge, config.edge_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f'{parts["loss"]:.3f}')
+            record: dict[str, Any] = {'step': step, 'lr': _lr_at(step - 1, config), **parts}
+            if step % config.eval_every == 0 or step == config.steps:
+                record.update(validate(model, val_set, config))
+                tqdm.write(json.dumps({k: round(v, 4) for k, v in record.items()}))
+            if step % 10 == 0 or 'val_loss' in record:
+                record['elapsed_s'] = round(time.perf_counter() - t0, 1)
+                log.write(json.dumps(record) + '\n')
+                log.flush()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save_checkpoint(ckpt_path, model, opt, gen, step, config)
+    finally:
+        bar.close()
+        log.close()
+    return model
+
+
+def save_checkpoint(
+    path: Path,
+    model: ParcelNet,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    step: int,
+    config: TrainConfig,
+) -> None:
+    """Written to a temporary file first, so a kill never leaves a half checkpoint."""
+    tmp = path.with_suffix('.tmp')
+    torch.save(
+        {
+            'model': model.state_dict(),
+            'optimizer': opt.state_dict(),
+            'generator': gen.get_state(),
+            'step': step,
+            'config': asdict(config),
+        },
+        tmp,
+    )
+    tmp.replace(path)

@@ -1,0 +1,145 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Model input, post-process, baseline and scoring, on simulated frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pkg_perception.classes import ParcelClass
+from pkg_perception.errors import InputError
+from pkg_perception.evaluation.segmentation import SegmentationScorer
+from pkg_perception.frames import RGBDFrame, depth_from_millimetres
+from pkg_perception.segmentation.belt import BeltPlane, estimate_belt_plane
+from pkg_perception.segmentation.decode import DecodeParams, decode
+from pkg_perception.segmentation.geometric import GeometricSegmenter
+from pkg_perception.segmentation.inputs import InputSpec, prepare_input
+from pkg_perception.segmentation.instances import FLAG_NO_DEPTH
+from pkg_perception.segmentation.oracle import GroundTruthSegmenter
+from pkg_perception.sim.ground_truth import GroundTruth
+from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
+from pkg_perception.training.targets import edge_distance
+
+
+@pytest.fixture(scope='module')
+def sim_frame() -> tuple[RGBDFrame, BeltPlane]:
+    sim = ConveyorSimulator(SimConfig(width=320, height=240, scene='sparse'), seed=3)
+    f = sim.frame(30)
+    frame = RGBDFrame(
+        f.color,
+        depth_from_millimetres(f.depth_mm),
+        sim.camera,
+        f.stamp_ns,
+        sim.transforms,
+        GroundTruth(f.truth, f.instance_ids),
+    )
+    return frame, BeltPlane.from_extrinsics(sim.conveyor_from_camera)
+
+
+def test_height_channel_is_zero_on_belt_and_positive_on_parcels(sim_frame):
+    frame, belt = sim_frame
+    x = prepare_input(InputSpec(), frame.color, frame.depth, frame.camera, belt).tensor[0]
+    height = x[3] * InputSpec().height_scale
+    valid = x[4] > 0
+    belt_px = (frame.ground_truth.instance_ids == 0) & valid
+    assert abs(float(np.median(height[belt_px]))) < 0.003
+    parcel_px = (frame.ground_truth.instance_ids > 0) & valid
+    assert np.median(height[parcel_px]) > 0.01
+
+
+def test_belt_plane_estimated_from_depth_matches_extrinsics(sim_frame):
+    frame, belt = sim_frame
+    est = estimate_belt_plane(frame.depth, frame.camera)
+    assert np.degrees(np.arccos(np.clip(est.normal @ belt.normal, -1, 1))) < 1.0
+    assert abs(est.offset - belt.offset) < 0.01
+
+
+def test_nan_and_inf_depth_give_empty_result_and_flag(sim_frame):
+    frame, belt = sim_frame
+    bad = RGBDFrame(frame.color, np.full_like(frame.depth, np.nan), frame.camera, 0)
+    assert GeometricSegmenter().segment(bad, belt).flags == (FLAG_NO_DEPTH,)
+    inf = RGBDFrame(frame.color, np.full_like(frame.depth, np.inf), frame.camera, 0)
+    seg = GeometricSegmenter().segment(inf, belt)
+    assert seg.instances == [] and FLAG_NO_DEPTH in seg.flags
+
+
+def test_wrong_aspect_ratio_is_refused_with_the_fix():
+    spec = InputSpec()
+    with pytest.raises(InputError, match='export a model for this size'):
+        spec.grid(500, 480)
+    us, vs = spec.grid(640, 480)
+    assert us[0] == 1 and us[-1] == 639 and vs[-1] == 479
+
+
+def _two_parcel_logits() -> np.ndarray:
+    """Logits of two touching rectangles: box on the left, mailer on the right."""
+    h, w = 30, 40
+    labels = np.zeros((h, w), dtype=np.int32)
+    labels[5:25, 4:20] = 1
+    labels[5:25, 20:36] = 2
+    logits = np.full((6, h, w), -8.0, dtype=np.float32)
+    logits[0][labels == 0] = 8.0
+    logits[int(ParcelClass.BOX)][labels == 1] = 8.0
+    logits[int(ParcelClass.MAILER)][labels == 2] = 8.0
+    edge = edge_distance(labels)
+    logits[5] = np.log(np.clip(edge, 1e-4, 1 - 1e-4) / np.clip(1 - edge, 1e-4, 1))
+    return logits
+
+
+def test_decode_splits_touching_parcels_and_keeps_outlines():
+    seg = decode(_two_parcel_logits(), 160, 120, DecodeParams())
+    assert [i.parcel_class for i in seg.instances] == [ParcelClass.BOX, ParcelClass.MAILER]
+    for inst, (x0, x1) in zip(seg.instances, [(16, 80), (80, 144)], strict=True):
+        mask = seg.mask(inst)
+        want = np.zeros_like(mask)
+        want[20:100, x0:x1] = True
+        iou = (mask & want).sum() / (mask | want).sum()
+        assert iou > 0.95
+        assert inst.score > 0.9
+        assert inst.area == pytest.approx(mask.sum(), rel=0.05)
+
+
+def test_decode_of_empty_output_is_empty():
+    logits = np.zeros((6, 30, 40), dtype=np.float32)
+    logits[0] = 10.0
+    seg = decode(logits, 160, 120, DecodeParams())
+    assert seg.instances == [] and seg.labels.shape == (120, 160) and not seg.labels.any()
+
+
+def test_scorer_gives_ap_one_for_ground_truth_and_less_for_wrong_classes(small_bag_path):
+    from pkg_perception.bag.reader import BagFrameReader
+    from pkg_perception.segmentation.belt import belt_for_frame
+
+    scorer = SegmentationScorer()
+    oracle = GroundTruthSegmenter()
+    with BagFrameReader(small_bag_path) as reader:
+        for frame in list(reader.frames())[:4]:
+            gt = frame.ground_truth
+            classes = {p.parcel_id: p.parcel_class for p in gt.truth.parcels}
+            image = scorer.add_truth(gt.instance_ids, classes, pile=False)
+            seg = oracle.segment(frame, belt_for_frame(frame))
+            scorer.add_detections('oracle', image, seg)
+            for inst in seg.instances:
+                wrong = ParcelClass(inst.parcel_class % 4 + 1)
+                object.__setattr__(inst, 'parcel_class', wrong)
+            scorer.add_detections('wrong-class', image, seg)
+    assert scorer.scores('oracle')['all']['AP'] == pytest.approx(1.0)
+    assert scorer.scores('wrong-class')['all']['AP'] < 0.2
+
+
+def test_geometric_baseline_finds_separated_parcels(sim_frame):
+    frame, belt = sim_frame
+    seg = GeometricSegmenter().segment(frame, belt)
+    gt = frame.ground_truth.instance_ids
+    found = 0
+    for pid in np.unique(gt[gt > 0]):
+        truth = gt == pid
+        if truth.sum() < 200:
+            continue
+        best = max(
+            ((seg.mask(i) & truth).sum() / (seg.mask(i) | truth).sum() for i in seg.instances),
+            default=0.0,
+        )
+        found += best > 0.7
+    assert found >= 1

@@ -1,0 +1,163 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Training loop, resume, export to ONNX, the ONNX Runtime segmenter, and COCO fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pkg_perception.bag.reader import BagFrameReader
+from pkg_perception.errors import InputError, ModelError
+from pkg_perception.frames import RGBDFrame
+from pkg_perception.segmentation.belt import belt_for_frame
+from pkg_perception.segmentation.config import SegmentationConfig
+from pkg_perception.segmentation.inputs import InputSpec
+from pkg_perception.segmentation.instances import FLAG_NO_DEPTH
+from pkg_perception.segmentation.onnx import OnnxSegmenter
+from pkg_perception.training.coco import coco_arrays, write_coco_dataset
+from pkg_perception.training.export import export_onnx
+from pkg_perception.training.run import run_training, save_weights
+from pkg_perception.training.simdata import SimDataPlan
+from pkg_perception.training.train import TrainConfig, build_model, train
+
+TINY = dict(widths=(8, 8, 16, 16), blocks=(0, 1, 1), batch_size=2, threads=1, warmup=1)
+SPEC = InputSpec(width=160, height=120)
+
+
+@pytest.fixture(scope='module')
+def frames(small_bag_path: Path) -> list[RGBDFrame]:
+    with BagFrameReader(small_bag_path) as reader:
+        return list(reader.frames())[:5]
+
+
+@pytest.fixture(scope='module')
+def coco_dir(frames, tmp_path_factory) -> Path:
+    return write_coco_dataset(frames, tmp_path_factory.mktemp('coco'))
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = TrainConfig(steps=1, spec=SPEC, **TINY)
+    path = tmp_path_factory.mktemp('w') / 'model.pt'
+    save_weights(path, build_model(config), config, {'note': 'untrained, for tests'})
+    return path
+
+
+@pytest.fixture(scope='module')
+def onnx_model(weights, tmp_path_factory) -> Path:
+    report = export_onnx(weights, tmp_path_factory.mktemp('onnx') / 'm.onnx')
+    assert report.max_abs_diff < 1e-4  # PyTorch and ONNX Runtime agree
+    return report.path
+
+
+def test_coco_dataset_round_trips_into_training_samples(coco_dir):
+    train_set, val_set = coco_arrays(coco_dir, SPEC, seed=0)
+    assert len(train_set) + len(val_set) == 5 and len(val_set) >= 1
+    assert train_set.inputs.shape[1:] == (5, 120, 160)
+    assert train_set.classes.shape[1:] == (60, 80)
+    assert set(np.unique(train_set.classes)) - {0} <= {1, 2, 3, 4}
+    assert train_set.classes.any() and (train_set.edge > 0).any()
+
+
+def test_resume_gives_the_same_weights_as_one_run(coco_dir, tmp_path):
+    train_set, val_set = coco_arrays(coco_dir, SPEC, seed=0)
+    config = TrainConfig(steps=4, spec=SPEC, checkpoint_every=2, eval_every=2, **TINY)
+    one = train(config, train_set, val_set, tmp_path / 'one', progress=False)
+    # Stop after 2 steps (as a kill would), then resume to 4 in the same directory.
+    train(replace(config, steps=2), train_set, val_set, tmp_path / 'two', progress=False)
+    ckpt = torch.load(tmp_path / 'two' / 'last.pt', weights_only=False)
+    ckpt['config']['steps'] = 4
+    torch.save(ckpt, tmp_path / 'two' / 'last.pt')
+    two = train(config, train_set, val_set, tmp_path / 'two', progress=False)
+    for (k, a), b in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_fine_tune_from_weights_on_coco(coco_dir, weights, tmp_path):
+    config = TrainConfig(steps=2, eval_every=1, **TINY)
+    out = run_training(
+        tmp_path / 'ft', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir, init=weights
+    )
+    tuned = torch.load(out, weights_only=False)
+    base = torch.load(weights, weights_only=False)
+    assert tuned['info']['init'] == str(weights)
+    assert tuned['config']['spec']['width'] == SPEC.width  # the base model's input size
+    changed = [not torch.equal(tuned['model'][k], v) for k, v in base['model'].items()]
+    assert any(changed)
+
+
+def test_exported_model_has_metadata_and_passes_checker(onnx_model):
+    proto = onnx.load(str(onnx_model))
+    onnx.checker.check_model(proto, full_check=True)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props['format'] == 'pkg_perception/parcelnet/v1'
+    assert '"box"' in props['classes'] and props['input_size'] == '[160, 120]'
+    assert (
+        'height_scale_m' in props['normalization']
+        and 'height_above_belt_m' in props['depth_range']
+    )
+    assert proto.opset_import[0].version >= 17
+
+
+def test_onnx_segmenter_runs_on_frames_of_other_sizes(onnx_model, frames):
+    seg = OnnxSegmenter(onnx_model, SegmentationConfig(providers=('cpu',), warmup_runs=1))
+    assert seg.provider == 'CPUExecutionProvider'
+    frame = frames[0]  # 320x240 into a 160x120 model: resized, masks at frame size
+    out = seg.segment(frame, belt_for_frame(frame))
+    assert out.labels.shape == (240, 320)
+    assert set(out.timings_ms) == {'preprocess', 'inference', 'postprocess'}
+    empty = RGBDFrame(frame.color, np.full_like(frame.depth, np.nan), frame.camera, 0)
+    assert seg.segment(empty, belt_for_frame(frame)).flags == (FLAG_NO_DEPTH,)
+    import cv2
+
+    from pkg_perception.frames import CameraModel
+
+    wide = RGBDFrame(
+        cv2.resize(frame.color, (400, 240)),
+        cv2.resize(frame.depth, (400, 240), interpolation=cv2.INTER_NEAREST),
+        CameraModel(400, 240, 300.0, 300.0, 200.0, 120.0),
+        0,
+    )
+    with pytest.raises(InputError, match='aspect ratio'):
+        seg.segment(wide, belt_for_frame(frame))
+
+
+def test_missing_and_corrupt_models_name_the_path_and_fix(tmp_path, onnx_model):
+    config = SegmentationConfig(providers=('cpu',))
+    with pytest.raises(ModelError, match=r'nope\.onnx not found.*pkg-perception export'):
+        OnnxSegmenter(tmp_path / 'nope.onnx', config)
+    broken = tmp_path / 'broken.onnx'
+    broken.write_bytes(onnx_model.read_bytes()[:2000])
+    with pytest.raises(ModelError, match='broken.onnx.*not a valid ONNX model'):
+        OnnxSegmenter(broken, config)
+
+
+def test_model_with_mismatched_metadata_is_refused(tmp_path, onnx_model):
+    proto = onnx.load(str(onnx_model))
+    for p in proto.metadata_props:
+        if p.key == 'input_size':
+            p.value = '[320, 240]'
+    bad = tmp_path / 'bad.onnx'
+    onnx.save(proto, str(bad))
+    with pytest.raises(ModelError, match='does not match its metadata'):
+        OnnxSegmenter(bad, SegmentationConfig(providers=('cpu',)))
+    proto = onnx.load(str(onnx_model))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(bad))
+    with pytest.raises(ModelError, match='metadata format'):
+        OnnxSegmenter(bad, SegmentationConfig(providers=('cpu',)))
+
+
+def test_unavailable_providers_fall_back_to_cpu_with_reasons(onnx_model):
+    seg = OnnxSegmenter(onnx_model, SegmentationConfig(warmup_runs=0))
+    assert seg.provider == 'CPUExecutionProvider'
+    assert 'not in this onnxruntime build' in seg.skipped.get(
+        'cuda', 'not in this onnxruntime build'
+    )
