@@ -72,7 +72,15 @@ def undistort_pixels(
     if not has_distortion(camera):
         return (u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy
     pix = np.stack([u.ravel(), v.ravel()], axis=1).reshape(-1, 1, 2)
-    norm = cv2.undistortPoints(pix, camera.k, _opencv_distortion(camera)).reshape(-1, 2)
+    # More iterations than OpenCV's default five: strong barrel distortion needs them
+    # to land within a thousandth of a pixel at the corners.
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-10)
+    k, dist = camera.k, _opencv_distortion(camera)
+    if hasattr(cv2, 'undistortPointsIter'):  # OpenCV 4
+        norm = cv2.undistortPointsIter(pix, k, dist, None, None, criteria)
+    else:  # OpenCV 5 takes the criteria in undistortPoints itself
+        norm = cv2.undistortPoints(pix, k, dist, None, None, None, criteria)
+    norm = norm.reshape(-1, 2)
     return norm[:, 0].reshape(u.shape), norm[:, 1].reshape(v.shape)
 
 
@@ -206,7 +214,7 @@ def ransac_plane(
     up: npt.ArrayLike,
     max_tilt: float,
     iterations: int = 32,
-    sample: int = 256,
+    sample: int = 160,
 ) -> PlaneFit | None:
     """The plane with most inliers among those within `max_tilt` radians of `up`.
 
@@ -224,14 +232,14 @@ def ransac_planes(
     up: npt.ArrayLike,
     max_tilt: float,
     iterations: int = 32,
-    sample: int = 256,
+    sample: int = 160,
 ) -> list[PlaneFit | None]:
     """Per cloud, the plane with most inliers among those within `max_tilt` of `up`.
 
     All clouds are processed together (padded to one array), so ten parcels cost little
     more than one. Hypotheses come from a fixed table of draws (deterministic); they are
     scored on an evenly strided subset of at most `sample` points, and the winner is
-    refitted twice by least squares to its inliers. Normals are oriented along `up`.
+    refitted by least squares to its inliers. Normals are oriented along `up`.
 
     Args:
         clouds: (N_i, 3) points each, metres.
@@ -272,12 +280,16 @@ def ransac_padded(
     max_tilt: float,
     valid: npt.NDArray[np.bool_] | None = None,
     iterations: int = 32,
-    sample: int = 256,
+    sample: int = 160,
+    close_enough: float = 0.8,
+    refits: int = 1,
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], FloatArray, npt.NDArray[np.bool_]]:
     """`ransac_planes` on clouds already padded: pad (P, N, 3), rows filled to counts[i].
 
     `valid` (P, N) can mark points inside counts[i] to ignore (outliers), which is cheaper
-    than compacting the rows. Returns normals (P, 3), offsets d (P,), inliers (P, N), rms
+    than compacting the rows. Hypotheses with at least `close_enough` of the best support
+    compete on how upright they are. The winner is refitted `refits` times by least
+    squares to its inliers. Returns normals (P, 3), offsets d (P,), inliers (P, N), rms
     (P,) and whether a plane was found (P,).
     """
     p_count, n_max = pad.shape[:2]
@@ -299,14 +311,19 @@ def ransac_padded(
     ok &= np.abs(facing) >= cos_tilt
     offsets = -np.einsum('phi,phi->ph', normals, a)
     idx = (np.arange(sample)[None, :] * counts[:, None]) // sample
-    sub = pad[rows[:, None], idx]  # (P, S, 3)
-    near = np.abs(sub @ normals.transpose(0, 2, 1) + offsets[:, None, :]) < tol[:, None, None]
-    near &= valid[rows[:, None], idx][:, :, None]
+    sub = pad[rows[:, None], idx].astype(np.float32)  # (P, S, 3); float32 halves the cost
+    sub[~valid[rows[:, None], idx]] = np.nan  # never near any plane
+    planes = np.concatenate([normals, offsets[..., None]], axis=2).astype(np.float32)
+    dist = sub @ planes[:, :, :3].transpose(0, 2, 1) + planes[:, None, :, 3]
+    near = np.abs(dist) < tol[:, None, None].astype(np.float32)
     score = np.where(ok, near.sum(axis=1), -1)
-    best = score.argmax(axis=1)
+    # Among hypotheses nearly as well supported as the best, the most upright wins: on a
+    # dome (a poly bag) a plane along a flank holds as many points as the one on the crown.
+    close = score >= np.ceil(close_enough * score.max(axis=1, keepdims=True))
+    best = np.where(close & ok, facing_abs(normals, up), -2.0).argmax(axis=1)
     good = ok[rows, best] & (counts >= 3)
     normal, d = normals[rows, best], offsets[rows, best]
-    for _ in range(2):
+    for _ in range(refits):
         dist = (pad @ normal[:, :, None])[:, :, 0] + d[:, None]
         inl = valid & (np.abs(dist) < tol[:, None])
         refit, centroid, _ = fit_planes(pad, inl)
@@ -322,15 +339,9 @@ def ransac_padded(
     return normal, d, inl, rms, good
 
 
-def robust_keep(values: npt.NDArray[np.floating], k: float = 4.0, floor: float = 0.0):
-    """Bool mask of values within k scaled MADs of the median (at least `floor` away).
-
-    The median absolute deviation ignores the flying pixels and mask bleed that a standard
-    deviation would chase.
-    """
-    med = np.median(values)
-    mad = 1.4826 * np.median(np.abs(values - med))
-    return np.abs(values - med) <= max(k * mad, floor)
+def facing_abs(normals: FloatArray, up: FloatArray) -> FloatArray:
+    """|normal . up| for (..., 3) normals."""
+    return np.abs(normals @ up)
 
 
 def plane_basis(normal: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:

@@ -48,6 +48,7 @@ class GraspConfig:
         min_cup_points: depth samples needed under the cup to judge it.
         max_patch_deviation_deg: largest angle between the surface under the cup and the
             parcel's top plane; beyond it the cup sits on a curved rim or a crease.
+        suction, parallel_jaw: which tools to plan for.
         gripper_max_opening: parallel-jaw stroke; parcels wider than it minus the clearance
             on both sides get no jaw candidate.
         gripper_clearance: free space wanted beside each finger's contact.
@@ -58,6 +59,12 @@ class GraspConfig:
         max_candidates: per frame, best first.
         min_score: candidates below are dropped.
         under_penalty: score factor for a parcel another parcel lies on (pile order).
+        beside_higher_penalty: score factor for a parcel with a taller neighbour, which
+            may rest on it where that cannot be seen.
+        partial_view_penalty: score factor for a parcel cut by the image border: what
+            lies beyond the border (another parcel resting on it) is unknown.
+        edge_score_distance: distance beyond the required edge clearance at which the
+            score for edge distance is full; the middle of a surface ranks first.
         lift: how masks become surfaces.
     """
 
@@ -74,11 +81,14 @@ class GraspConfig:
     finger_depth: float = 0.03
     finger_width: float = 0.02
     min_jaw_height: float = 0.02
-    jaw_score_scale: float = 0.7
+    jaw_score_scale: float = 0.5
     max_candidates_per_parcel: int = 3
     max_candidates: int = 64
     min_score: float = 0.05
     under_penalty: float = 0.25
+    beside_higher_penalty: float = 0.7
+    partial_view_penalty: float = 0.7
+    edge_score_distance: float = 0.05
     lift: LiftParams = field(default_factory=LiftParams)
 
     def __post_init__(self) -> None:
@@ -88,6 +98,7 @@ class GraspConfig:
             'finger_depth': self.finger_depth,
             'finger_width': self.finger_width,
             'max_cup_rms': self.max_cup_rms,
+            'edge_score_distance': self.edge_score_distance,
         }
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
@@ -104,7 +115,13 @@ class GraspConfig:
             value = getattr(self, name)
             if not 0 < value < 90:
                 raise ConfigError(f'grasping.{name} = {value} must be in (0, 90)')
-        for name in ('jaw_score_scale', 'min_score', 'under_penalty'):
+        for name in (
+            'jaw_score_scale',
+            'min_score',
+            'under_penalty',
+            'beside_higher_penalty',
+            'partial_view_penalty',
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f'grasping.{name} = {value} must be in [0, 1]')
@@ -234,8 +251,26 @@ _Arrays = tuple[
 ]
 
 
-def _pile_factors(parcels: list[LiftedParcel], config: GraspConfig) -> npt.NDArray[np.float64]:
-    return np.array([config.under_penalty if p.over else 1.0 for p in parcels])
+def _pile_factors(
+    parcels: list[LiftedParcel], config: GraspConfig, shape: tuple[int, ...]
+) -> npt.NDArray[np.float64]:
+    """Per parcel: the under-another penalty times the cut-by-the-border penalty."""
+    h, w = shape[:2]
+    out = []
+    for p in parcels:
+        x0, y0, x1, y1 = p.instance.box
+        cut = x0 <= 0 or y0 <= 0 or x1 >= w or y1 >= h
+        out.append(
+            (
+                config.under_penalty
+                if p.over or p.covered
+                else config.beside_higher_penalty
+                if p.beside_higher
+                else 1.0
+            )
+            * (config.partial_view_penalty if cut else 1.0)
+        )
+    return np.array(out)
 
 
 def _cup_centres(
@@ -244,36 +279,33 @@ def _cup_centres(
     """Grid cells of up to `max_candidates_per_parcel` cup centres.
 
     Farthest from the surface's edges first and a cup diameter apart; with each centre's
-    distance to the nearest edge, in cells.
+    distance to the nearest edge, in cells. Among equally far cells (along the long axis of
+    a box) the one nearest the middle of the surface comes first.
     """
+    none = np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
     assert p.plane is not None
-    surface = p.surface_grid()
-    gh, gw = surface.shape
-    padded = np.zeros((gh + 2, gw + 2), np.uint8)
-    padded[1:-1, 1:-1] = surface  # outside the crop counts as edge (mask, image border)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    # Outside the grid counts as edge: the mask's outline, the image border.
+    dist = cv2.distanceTransform(p.surface_grid(border=1), cv2.DIST_L2, 5)[1:-1, 1:-1]
     # The nearest depth gives the fewest metres per cell: a conservative first cut.
-    cell_m = p.stride * float(p.points[:, 2].min()) / max(camera.fx, camera.fy)
+    cell_m = p.stride * p.z_near / max(camera.fx, camera.fy)
     need = (config.cup_radius + config.edge_margin) / cell_m + 0.5
-    score_map = np.where(dist >= need, dist, 0.0)
-    spacing2 = (2.0 * config.cup_radius / cell_m) ** 2
-    rows, cols, values = [], [], []
-    for _ in range(config.max_candidates_per_parcel):
-        idx = int(np.argmax(score_map))
-        i, j = divmod(idx, gw)
-        value = float(score_map[i, j])
-        if value <= 0:
-            break
-        rows.append(i)
-        cols.append(j)
-        values.append(value)
-        if len(rows) < config.max_candidates_per_parcel:
-            r0, r1 = max(0, int(i - math.sqrt(spacing2))), int(i + math.sqrt(spacing2)) + 1
-            c0, c1 = max(0, int(j - math.sqrt(spacing2))), int(j + math.sqrt(spacing2)) + 1
-            rr = (np.arange(r0, min(r1, gh)) - i)[:, None] ** 2
-            cc = (np.arange(c0, min(c1, gw)) - j)[None, :] ** 2
-            window = score_map[r0:r1, c0:c1]
-            window[rr + cc <= spacing2] = 0.0
+    _, best, _, _ = cv2.minMaxLoc(dist)
+    if best < need:
+        return none
+    rr, cc = np.nonzero(dist >= best - 0.5)
+    k = int(np.argmin((rr - p.top_cell[0]) ** 2 + (cc - p.top_cell[1]) ** 2))
+    rows, cols, values = [int(rr[k])], [int(cc[k])], [float(dist[rr[k], cc[k]])]
+    if config.max_candidates_per_parcel > 1:
+        _, score_map = cv2.threshold(dist, need, 0.0, cv2.THRESH_TOZERO)
+        radius = round(2.0 * config.cup_radius / cell_m)
+        for _ in range(config.max_candidates_per_parcel - 1):
+            cv2.circle(score_map, (cols[-1], rows[-1]), radius, 0.0, -1)
+            _, value, _, (j, i) = cv2.minMaxLoc(score_map)
+            if value <= 0:
+                break
+            rows.append(i)
+            cols.append(j)
+            values.append(float(dist[i, j]))
     return np.array(rows, np.intp), np.array(cols, np.intp), np.array(values)
 
 
@@ -308,7 +340,9 @@ def _suction(
     rays[:, :2] = normalized_rays(camera)[v, u]
     on_plane = rays * (-d / np.einsum('ki,ki->k', rays, n))[:, None]
     label_of = np.array([p.label for p in parcels])[idx]
-    patch, weights = _cup_patches(label_of, n, labels, depth, camera, u, v, on_plane, config)
+    patch, weights = _cup_patches(
+        label_of, n, labels, depth, camera, u, v, on_plane, config.cup_radius
+    )
     counts = weights.sum(axis=1)
     normals, centroids, rms = fit_planes(patch, weights)
     normals *= np.where(normals @ belt.normal < 0, -1.0, 1.0)[:, None]
@@ -322,11 +356,13 @@ def _suction(
     need = config.cup_radius + config.edge_margin
     edge_m = (dist_px - 0.5 * np.array([p.stride for p in parcels])[idx]) * positions[:, 2]
     edge_m /= max(camera.fx, camera.fy)
-    edge = np.clip((edge_m - need) / config.cup_radius, 0.0, 1.0)
+    edge = np.clip((edge_m - need) / config.edge_score_distance, 0.0, 1.0)
     upright = np.clip(1.0 - tilt / config.max_tilt_deg, 0.0, 1.0)
     conf = np.array([p.instance.score for p in parcels])[idx]
     scores = (
-        conf * _pile_factors(parcels, config)[idx] * (0.4 * flat + 0.35 * edge + 0.25 * upright)
+        conf
+        * _pile_factors(parcels, config, labels.shape)[idx]
+        * (0.4 * flat + 0.35 * edge + 0.25 * upright)
     )
     ok = (
         (counts >= config.min_cup_points)
@@ -372,7 +408,7 @@ def _cup_patches(
     us: npt.NDArray[np.intp],
     vs: npt.NDArray[np.intp],
     centres: npt.NDArray[np.float64],
-    config: GraspConfig,
+    radius: float,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Full-resolution depth samples under each cup: points (K, M, 3) and weights (K, M).
 
@@ -380,7 +416,6 @@ def _cup_patches(
     cup is judged at the same detail on a small mailer and on a large box. A sample counts
     when it belongs to the parcel, has depth and lies within the cup radius in the plane.
     """
-    radius = config.cup_radius
     focal = max(camera.fx, camera.fy)
     r_px = max(1, math.ceil(radius * focal / float(np.min(centres[:, 2]))))
     du, dv = _disc_offsets(r_px, max(1, math.ceil(r_px / 6)))
@@ -392,7 +427,7 @@ def _cup_patches(
     vv = np.clip(vv, 0, h - 1)
     z = depth[vv, uu].astype(np.float64)
     with np.errstate(invalid='ignore'):
-        valid = inside & (labels[vv, uu] == label_of[:, None]) & (z > 0)
+        valid = inside & (labels[vv, uu] == label_of[:, None]) & (np.abs(z - 1e3) < 1e3)
     z = np.where(valid, z, 0.0)
     pts = np.empty((*z.shape, 3))
     pts[..., :2] = normalized_rays(camera)[vv, uu] * z[..., None]
@@ -472,7 +507,9 @@ def _jaws(
     tilt = np.degrees(np.arccos(np.clip(normal[ok] @ belt.normal, -1.0, 1.0)))
     upright = np.clip(1.0 - tilt / config.max_tilt_deg, 0.0, 1.0)
     conf = np.array([p.instance.score for p in sel])[ok]
-    scores = conf * _pile_factors(parcels, config)[chosen_idx] * config.jaw_score_scale
+    scores = (
+        conf * _pile_factors(parcels, config, labels.shape)[chosen_idx] * config.jaw_score_scale
+    )
     scores *= 0.5 + 0.5 * upright
     k = int(ok.sum())
     poses = np.zeros((k, 4, 4))

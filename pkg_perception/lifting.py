@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pkg_perception.errors import ConfigError
 from pkg_perception.frames import CameraModel
 from pkg_perception.geometry import (
     PlaneFit,
@@ -24,30 +24,75 @@ from pkg_perception.geometry import (
     frames_from_axes,
     normalized_rays,
     ransac_padded,
-    ransac_plane,
+    ransac_planes,
 )
+from pkg_perception.piles import pile_order
 from pkg_perception.results import OrientedBox
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.instances import Instance, Segmentation
 from pkg_perception.transforms import make_transform
 
 FloatArray = npt.NDArray[np.float64]
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_MID_RANGE = np.float32(1000.0)  # depth is valid in (0, 2 * _MID_RANGE) metres
 
 
 @dataclass(frozen=True)
 class LiftParams:
-    """How masks become surfaces (GraspConfig.lift)."""
+    """How masks become surfaces and piles (config section `grasping.lift`).
 
-    max_points: int = 1200
+    Attributes:
+        max_points: depth samples per parcel mask (a grid over its box); bounds the cost.
+        min_points: masks with fewer valid depth samples are not lifted.
+        plane_tolerance: least distance from the top plane that counts as on it, metres;
+            grown with the expected depth noise at the parcel's range.
+        depth_noise_at_1m: depth noise (1 sigma) of the camera at 1 m, metres; it grows
+            with the square of the range.
+        max_plane_tilt_deg: steeper planes are not taken for a parcel's top.
+        pile_step: height step along a shared edge that can mean one parcel lies on the
+            other, metres.
+        lean_tilt_deg, lean_max_tilt_deg: tilt range of a parcel that leans on another's
+            edge; steeper "tops" are the sides of a mostly hidden parcel.
+        lean_rise: how far a leaning parcel's high end stands above its centre, metres.
+        lean_gap: how far below that high end the supporting edge may be, metres.
+        min_intrusion: coarse-grid cells of the upper parcel inside the lower's hull.
+        tall_step: steps above this (metres) must also show the upper parcel over the
+            lower one's footprint: a tall neighbour hides parts of others in perspective.
+        min_thickness: least box thickness, metres.
+        outline_depth: the footprint uses points at most this far below the top, metres
+            (flying pixels hang lower along mask edges).
+    """
+
+    max_points: int = 800
     min_points: int = 30
     plane_tolerance: float = 0.004
     depth_noise_at_1m: float = 0.0012
     max_plane_tilt_deg: float = 60.0
     pile_step: float = 0.008
     lean_tilt_deg: float = 10.0
+    lean_max_tilt_deg: float = 40.0
     lean_rise: float = 0.01
+    lean_gap: float = 0.03
+    min_intrusion: int = 2
+    tall_step: float = 0.2
     min_thickness: float = 0.003
     outline_depth: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.max_points < 10 or self.min_points < 3:
+            raise ConfigError(
+                f'grasping.lift.max_points {self.max_points} must be at least 10 and '
+                f'min_points {self.min_points} at least 3'
+            )
+        positive = ('plane_tolerance', 'pile_step', 'lean_rise', 'lean_gap', 'tall_step')
+        for name in (*positive, 'depth_noise_at_1m', 'min_thickness', 'outline_depth'):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0 and (value > 0 or name not in positive)):
+                raise ConfigError(f'grasping.lift.{name} = {value} must be a positive number')
+        for name in ('max_plane_tilt_deg', 'lean_tilt_deg', 'lean_max_tilt_deg'):
+            value = getattr(self, name)
+            if not 0 < value < 90:
+                raise ConfigError(f'grasping.lift.{name} = {value} must be in (0, 90)')
 
 
 @dataclass
@@ -63,9 +108,13 @@ class LiftedParcel:
     origin: tuple[int, int]  # x0, y0 pixels
     stride: int
     grid_shape: tuple[int, int]
+    inside: npt.NDArray[np.bool_]  # grid cells in the mask
     holes: npt.NDArray[np.bool_]  # grid cells in the mask without depth
     plane: PlaneFit | None  # top surface; inliers index `points`
     tolerance: float  # plane inlier distance used, metres
+    centroid: FloatArray  # (3,) mean of the points: steadier than any fitted feature
+    top_cell: FloatArray  # (2,) grid row, column of the middle of the top surface
+    z_near: float  # nearest depth among the points, metres
     top_center: FloatArray
     top_normal: FloatArray  # unit, towards the camera / up
     height: float  # top centre above the belt, metres
@@ -73,6 +122,8 @@ class LiftedParcel:
     footprint: FloatArray  # (2,) long and short side, metres
     footprint_centre: FloatArray  # (3,) rectangle centre in the plane through the origin
     over: set[int] = field(default_factory=set)  # labels of parcels lying on this one
+    beside_higher: set[int] = field(default_factory=set)  # labels of taller neighbours
+    covered: bool = False  # something rests on it out of sight (the tracker remembers)
     support_height: float = 0.0  # what this parcel rests on, metres above the belt
     box: OrientedBox | None = None
 
@@ -80,16 +131,23 @@ class LiftedParcel:
     def label(self) -> int:
         return self.instance.label
 
-    def surface_grid(self) -> npt.NDArray[np.bool_]:
-        """(rows, cols) bool: cells on the top plane, or in the mask without depth.
+    def surface_grid(self, *, border: int = 0) -> npt.NDArray[np.uint8]:
+        """(rows, cols) uint8, 1 on cells of the top plane or in the mask without depth.
 
         A hole in depth (a dark label, glare) is no edge of the surface; whether a cup over
-        it seals is judged from the depth around it.
+        it seals is judged from the depth around it. Single cells off the plane inside it
+        (depth noise beyond the tolerance) are closed too, or every noisy sample would
+        count as an edge. `border` cells of 0 are added around (for distance transforms).
         """
-        grid = np.zeros(self.grid_shape[0] * self.grid_shape[1], dtype=bool)
+        gh, gw = self.grid_shape
+        grid = np.zeros(gh * gw, dtype=np.uint8)
         if self.plane is not None:
-            grid[self.cell_index[self.plane.inliers]] = True
-        return grid.reshape(self.grid_shape) | self.holes
+            grid[self.cell_index[self.plane.inliers]] = 1
+        grid = grid.reshape(self.grid_shape) | self.holes
+        closed = cv2.morphologyEx(grid, cv2.MORPH_CLOSE, _CROSS, borderValue=0) & self.inside
+        if border:
+            closed = cv2.copyMakeBorder(closed, *(border,) * 4, cv2.BORDER_CONSTANT, value=0)
+        return closed
 
     def pixels(self, rows: npt.ArrayLike, cols: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Pixel (u, v) of grid cells."""
@@ -109,6 +167,7 @@ class _Sample:
     stride: int
     shape: tuple[int, int]
     cells: npt.NDArray[np.intp]  # flat grid indices with valid depth
+    inside: npt.NDArray[np.bool_]  # grid: in the mask
     holes: npt.NDArray[np.bool_]  # grid: in the mask, without depth
     z: npt.NDArray[np.float32]
     xy: npt.NDArray[np.float32]  # normalized ray coordinates
@@ -129,12 +188,12 @@ def _sample(
     z_grid = depth[y0:y1:stride, x0:x1:stride]
     inside = seg.labels[y0:y1:stride, x0:x1:stride] == inst.label
     with np.errstate(invalid='ignore'):
-        valid = inside & (z_grid > 0)
+        valid = inside & (np.abs(z_grid - _MID_RANGE) < _MID_RANGE)  # 0 < z < 2 km: no inf
     cells = np.flatnonzero(valid)
     if len(cells) < params.min_points:
         return None
     xy = rays[y0:y1:stride, x0:x1:stride][valid]
-    return _Sample(inst, stride, valid.shape, cells, inside ^ valid, z_grid[valid], xy)
+    return _Sample(inst, stride, valid.shape, cells, inside, inside ^ valid, z_grid[valid], xy)
 
 
 def lift_all(
@@ -185,6 +244,12 @@ def lift_all(
     _prefer_upper(pad, valid, tol, normal, d, inliers, rms, good, belt, max_tilt, params)
     n_in = inliers.sum(axis=1)
     top_center = (inliers[:, None, :] @ pad)[:, 0, :] / np.maximum(n_in, 1)[:, None]
+    centroid = (valid[:, None, :] @ pad)[:, 0, :] / np.maximum(kept_counts, 1)[:, None]
+    # Middle of the top surface on each parcel's grid (rows, cols), and its nearest depth.
+    widths = np.array([sm.shape[1] for sm in samples])
+    top_cells = np.stack([cells // widths[:, None], cells % widths[:, None]], axis=2)
+    top_cell = (inliers[:, None, :] @ top_cells)[:, 0, :] / np.maximum(n_in, 1)[:, None]
+    z_near = np.where(valid, pad[:, :, 2], np.inf).min(axis=1)
     for i in np.nonzero(~good & (kept_counts >= params.min_points))[0]:
         pts = pad[i][valid[i]]  # no plane faces up: the highest fifth stands in
         h = pts @ belt.normal
@@ -192,7 +257,6 @@ def lift_all(
         normal[i] = belt.normal
     # The outline from points near the top: flying pixels along mask edges hang between the
     # top and what lies below, and would stretch the rectangle.
-    widths = np.array([sm.shape[1] for sm in samples])
     below = (pad @ normal[:, :, None])[:, :, 0] + d[:, None]
     band = valid & (below > -np.maximum(3.0 * tol, params.outline_depth)[:, None])
     band[~good] = valid[~good]
@@ -216,9 +280,13 @@ def lift_all(
                 origin=(s.inst.box[0], s.inst.box[1]),
                 stride=s.stride,
                 grid_shape=s.shape,
+                inside=s.inside,
                 holes=s.holes,
                 plane=plane,
                 tolerance=float(tol[i]),
+                centroid=centroid[i],
+                top_cell=top_cell[i],
+                z_near=float(z_near[i]),
                 top_center=top_center[i],
                 top_normal=normal[i],
                 height=float(heights[i]),
@@ -273,8 +341,13 @@ def _prefer_upper(
     above = valid & (dist > tol[:, None])
     n_above = above.sum(axis=1)
     n_in = inliers.sum(axis=1)
-    for i in np.nonzero(good & (n_above >= np.maximum(params.min_points, n_in // 4)))[0]:
-        upper = ransac_plane(pad[i][above[i]], tolerance=tol[i], up=belt.normal, max_tilt=max_tilt)
+    candidates = np.nonzero(good & (n_above >= np.maximum(params.min_points, n_in // 4)))[0]
+    if not len(candidates):
+        return
+    uppers = ransac_planes(
+        [pad[i][above[i]] for i in candidates], tol[candidates], up=belt.normal, max_tilt=max_tilt
+    )
+    for i, upper in zip(candidates, uppers, strict=True):
         if upper is None or int(np.count_nonzero(upper.inliers)) < 0.3 * n_in[i]:
             continue
         normal[i], d[i], rms[i] = upper.normal, upper.d, upper.rms
@@ -325,99 +398,6 @@ def _footprints(
     sizes = np.where(w_long, wh, wh[:, ::-1])
     centres = centre_uv[:, :1] * e1 + centre_uv[:, 1:] * e2
     return centres, long_axes, sizes
-
-
-def pile_order(
-    lifted: list[LiftedParcel],
-    seg: Segmentation,
-    depth: npt.NDArray[np.float32],
-    camera: CameraModel,
-    belt: BeltPlane,
-    params: LiftParams,
-) -> None:
-    """Mark which parcels lie on which: `over` and `support_height`, in place.
-
-    Heights are compared pixel against pixel across every edge between two masks (a few
-    pixels apart, to step over the band without depth that stereo leaves along edges).
-    Two signs that B rests on A:
-    - B stands higher along their shared edge (by more than `pile_step`, for most samples):
-      seen from above, a parcel lying on another covers part of it. Neighbours that merely
-      stand taller side by side look the same and are ordered too; that only ranks the
-      lower one later, the safe side, since picking a parcel something rests on is the
-      failure.
-    - B is tilted (more than `lean_tilt_deg`), its shared edge with A is its high end, and
-      A is no lower there: B leans on A's edge.
-    """
-    if len(lifted) < 2:
-        return
-    labels, heights = _coarse_heights(seg.labels, depth, camera, belt)
-    lut = np.zeros(int(max(p.label for p in lifted)) + 1, dtype=np.intp)
-    lut[[p.label for p in lifted]] = np.arange(1, len(lifted) + 1)
-    compact = lut[np.minimum(labels, len(lut) - 1)] * (labels < len(lut))
-    ia, ib, ha, hb = [], [], [], []
-    rows, cols = compact.shape
-    for dy, dx in _PAIR_OFFSETS:
-        a = compact[: rows - dy, : cols - dx]
-        b = compact[dy:, dx:]
-        pair = (a != b) & (a > 0) & (b > 0)
-        ha_ = heights[: rows - dy, : cols - dx][pair]
-        hb_ = heights[dy:, dx:][pair]
-        ok = np.isfinite(ha_) & np.isfinite(hb_)
-        ia.append(a[pair][ok])
-        ib.append(b[pair][ok])
-        ha.append(ha_[ok])
-        hb.append(hb_[ok])
-    a, b = np.concatenate(ia), np.concatenate(ib)
-    if not len(a):
-        return
-    h_a, h_b = np.concatenate(ha), np.concatenate(hb)
-    n = len(lifted) + 1
-    # Both orientations of every sample: key (first, second), heights on each side.
-    key = np.concatenate([a * n + b, b * n + a])
-    first_h, second_h = np.concatenate([h_a, h_b]), np.concatenate([h_b, h_a])
-    size = n * n
-    count = np.bincount(key, minlength=size)
-    up = np.bincount(key, weights=second_h - first_h > params.pile_step, minlength=size)
-    mean_first = np.bincount(key, weights=first_h, minlength=size) / np.maximum(count, 1)
-    mean_second = np.bincount(key, weights=second_h, minlength=size) / np.maximum(count, 1)
-    cos_lean = math.cos(math.radians(params.lean_tilt_deg))
-    for k in np.nonzero(count >= 3)[0]:
-        lower, upper = lifted[k // n - 1], lifted[k % n - 1]
-        on_top = up[k] > count[k] / 2
-        leans = (
-            float(upper.top_normal @ belt.normal) < cos_lean
-            and mean_second[k] > upper.height + params.lean_rise
-            and mean_first[k] > mean_second[k] - params.pile_step
-        )
-        if on_top or leans:
-            lower.over.add(upper.label)
-            upper.support_height = max(upper.support_height, float(mean_first[k]))
-
-
-# Pixel pairs compared across mask edges: (rows, columns) apart on the coarse grid.
-_PAIR_OFFSETS = ((0, 1), (1, 0), (0, 2), (2, 0), (0, 3), (3, 0))
-_COARSE_WIDTH = 160
-
-
-def _coarse_heights(
-    labels: npt.NDArray[np.uint16],
-    depth: npt.NDArray[np.float32],
-    camera: CameraModel,
-    belt: BeltPlane,
-) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.float32]]:
-    """Labels and heights above the belt on a grid about 160 cells wide (cheap, per frame)."""
-    s = max(1, round(labels.shape[1] / _COARSE_WIDTH))
-    dot = _ray_dot(camera, s, tuple(float(v) for v in belt.normal))
-    heights = depth[::s, ::s] * dot + np.float32(belt.offset)
-    return labels[::s, ::s], heights
-
-
-@lru_cache(maxsize=4)
-def _ray_dot(camera: CameraModel, stride: int, normal: tuple[float, ...]) -> np.ndarray:
-    """Per coarse pixel: the belt normal dotted with its ray (z = 1); height = z * dot + d."""
-    rays = normalized_rays(camera)[::stride, ::stride]
-    n = np.asarray(normal, dtype=np.float32)
-    return np.ascontiguousarray(rays @ n[:2] + n[2])
 
 
 def _set_boxes(lifted: list[LiftedParcel], params: LiftParams) -> None:

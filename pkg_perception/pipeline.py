@@ -153,14 +153,21 @@ class Pipeline:
         if seg.instances and not lifted and not np.isfinite(frame.depth).any():
             flags += (FLAG_NO_DEPTH,)
         t3 = time.perf_counter()
-        grasp_plan = plan(lifted, seg.labels, frame.depth, frame.camera, belt, self.grasping)
-        t4 = time.perf_counter()
         parcels = [_parcel(p, t_out_cam) for p in lifted]
         rot = self._conveyor_rotation(frame, t_out_cam)
         whole = [_whole(p.instance.box, w, h) for p in lifted]
+        centroids = np.array([p.centroid for p in lifted]).reshape(-1, 3)
         parcels = self.tracker.update(
-            parcels, frame.stamp_ns, frame_from_conveyor=rot, whole=whole
+            parcels,
+            frame.stamp_ns,
+            frame_from_conveyor=rot,
+            whole=whole,
+            positions=centroids @ t_out_cam[:3, :3].T + t_out_cam[:3, 3],
         )
+        for lp, p in zip(lifted, parcels, strict=True):
+            lp.covered = len(p.supports) > len(lp.over)
+        t4 = time.perf_counter()
+        grasp_plan = plan(lifted, seg.labels, frame.depth, frame.camera, belt, self.grasping)
         grasps = grasp_plan.candidates(
             lifted,
             frame_id=out_frame,
@@ -175,8 +182,8 @@ class Pipeline:
             'belt': (t1 - t0) * 1e3,
             'segment': (t2 - t1) * 1e3,
             'lift': (t3 - t2) * 1e3,
-            'grasp': (t4 - t3) * 1e3,
-            'track': (t5 - t4) * 1e3,
+            'track': (t4 - t3) * 1e3,
+            'grasp': (t5 - t4) * 1e3,
         }
         flags += tuple(f for f in seg.flags if f not in flags)
         return self._result(frame, out_frame, seg, parcels, grasps, flags, timings, t0)

@@ -224,7 +224,7 @@ def replay_bag(
                     summary.segmenter = result.segmenter or summary.segmenter
                     summary.provider = result.provider or summary.provider
                     bar.update()
-                if summary.frames and not summary.interrupted and opts.max_frames is None:
+                if summary.frames and opts.max_frames is None:
                     copier.advance(None)
                 if copier.error:
                     summary.damage = summary.damage or copier.error

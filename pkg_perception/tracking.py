@@ -3,16 +3,18 @@
 """Conveyor-aware tracking: parcel ids that stay put while the belt carries parcels along.
 
 Everything on the belt moves with one velocity, so a track is predicted with the belt
-velocity (configured, or estimated from the tracks themselves) and matched to the nearest
-detection by optimal assignment. Stamps going backwards (a bag loop) or a long gap start
-afresh rather than match against a stale past.
+velocity (configured, or estimated from the tracks themselves: the median of recent
+per-parcel velocities, along the conveyor's x axis when the conveyor frame is known) and
+matched to the nearest detection by optimal assignment. Stamps going backwards (a bag
+loop) or a long gap start afresh rather than match against a stale past.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -35,16 +37,19 @@ class TrackingConfig:
         match_gate: largest distance, metres, between a prediction and its detection.
         max_missed: frames a track survives unseen (occlusion, a missed mask).
         max_gap_s: a longer pause between stamps resets the tracker.
-        velocity_smoothing: weight of each new velocity measurement (exponential average).
+        velocity_window: recent per-parcel velocity samples the estimate is the median of.
         class_penalty: metres added to the match cost when the classes differ.
+        pile_memory: frames a parcel must be seen resting on another before the tracker
+            remembers it there once it is out of sight (0 turns the memory off).
     """
 
     belt_velocity: tuple[float, float, float] | None = None
     match_gate: float = 0.08
-    max_missed: int = 5
+    max_missed: int = 30
     max_gap_s: float = 1.0
-    velocity_smoothing: float = 0.3
+    velocity_window: int = 60
     class_penalty: float = 0.03
+    pile_memory: int = 3
 
     def __post_init__(self) -> None:
         if self.belt_velocity is not None and (
@@ -60,10 +65,12 @@ class TrackingConfig:
             raise ConfigError(f'tracking.max_missed {self.max_missed} must be 0 or more')
         if not self.max_gap_s > 0:
             raise ConfigError(f'tracking.max_gap_s {self.max_gap_s} must be positive')
-        if not 0 < self.velocity_smoothing <= 1:
+        if self.velocity_window < 1:
             raise ConfigError(
-                f'tracking.velocity_smoothing {self.velocity_smoothing} must be in (0, 1]'
+                f'tracking.velocity_window {self.velocity_window} must be at least 1'
             )
+        if self.pile_memory < 0:
+            raise ConfigError(f'tracking.pile_memory {self.pile_memory} must be 0 or more')
         if self.class_penalty < 0:
             raise ConfigError(f'tracking.class_penalty {self.class_penalty} must be 0 or more')
 
@@ -71,10 +78,14 @@ class TrackingConfig:
 @dataclass
 class _Track:
     track_id: int
-    position: FloatArray  # (3,) box centre at the last update
+    position: FloatArray  # (3,) reference point (centroid or box centre) at the last update
     top: FloatArray  # (3,) top-surface centre at the last update
+    box: tuple[FloatArray, FloatArray]  # (4, 4) pose and (3,) size of the largest view yet
     parcel_class: ParcelClass
     missed: int = 0
+    age: int = 0  # frames since the track started
+    # Track id -> frames it was seen resting on this one (pile order memory).
+    carried: dict[int, int] = field(default_factory=dict)
 
 
 class Tracker:
@@ -94,6 +105,7 @@ class Tracker:
         self._tracks: list[_Track] = []
         self._stamp_ns: int | None = None
         self._estimate: FloatArray | None = None
+        self._samples: deque[FloatArray] = deque(maxlen=self.config.velocity_window)
 
     @property
     def velocity_estimate(self) -> FloatArray | None:
@@ -116,12 +128,15 @@ class Tracker:
         *,
         frame_from_conveyor: npt.ArrayLike | None = None,
         whole: Sequence[bool] | None = None,
+        positions: npt.ArrayLike | None = None,
     ) -> list[Parcel]:
         """Give each parcel a track id and the belt velocity; same order as `parcels`.
 
-        A track matches a detection when either its box centre or its top-surface centre,
-        moved on with the belt, lands within the gate: when a parcel enters the view or is
-        uncovered one of the two jumps, rarely both.
+        A track matches a detection when either its reference point or its top-surface
+        centre, moved on with the belt, lands within the gate: when a parcel enters the view
+        or is uncovered one of the two jumps, rarely both. Tracks left over get a second
+        chance at twice the gate before a new track starts, and older tracks win ties, so
+        one parcel does not end up with two tracks taking turns.
 
         Args:
             parcels: this frame's parcels, all in one frame; `supports` hold their labels
@@ -129,8 +144,11 @@ class Tracker:
             stamp_ns: the frame's stamp; earlier than the last one (a loop) resets.
             frame_from_conveyor: (3, 3) or (4, 4) rotation from the conveyor frame into the
                 parcels' frame, for a configured belt velocity.
-            whole: per parcel, whether it lies wholly in view; only those measure the belt
-                velocity (a parcel sliding into view seems to move at another speed).
+            whole: per parcel, whether it lies wholly in view; only those, and only with
+                nothing on them, measure the belt velocity (a parcel sliding into view or
+                being uncovered seems to move at another speed).
+            positions: (N, 3) reference points in the parcels' frame (e.g. the centroid of
+                each parcel's points); the box centres by default.
         """
         cfg = self.config
         if self._stamp_ns is not None:
@@ -139,10 +157,14 @@ class Tracker:
                 self.reset()
         dt = 0.0 if self._stamp_ns is None else (stamp_ns - self._stamp_ns) * 1e-9
         velocity = self.velocity(frame_from_conveyor)
-        det = np.array([p.box.pose[:3, 3] for p in parcels], dtype=np.float64).reshape(-1, 3)
+        if positions is None:
+            det = np.array([p.box.pose[:3, 3] for p in parcels], dtype=np.float64)
+        else:
+            det = np.asarray(positions, dtype=np.float64)
+        det = det.reshape(-1, 3)
         top = np.array([p.top_center for p in parcels], dtype=np.float64).reshape(-1, 3)
         ids = [0] * len(parcels)
-        matched_tracks: set[int] = set()
+        matched: dict[int, int] = {}  # track index -> detection index
         if self._tracks and len(parcels):
             shift = velocity * dt
             pred = np.array([t.position for t in self._tracks]) + shift
@@ -153,34 +175,56 @@ class Tracker:
             )
             track_cls = np.array([int(t.parcel_class) for t in self._tracks])
             det_cls = np.array([int(p.parcel_class) for p in parcels])
-            cost = cost + cfg.class_penalty * (track_cls[:, None] != det_cls[None, :])
-            cost[cost > cfg.match_gate] = _INFEASIBLE
-            rows, cols = linear_sum_assignment(cost)
+            cost += cfg.class_penalty * (track_cls[:, None] != det_cls[None, :])
+            # Ties go to the older track (a millimetre per frame of age, up to a centimetre).
+            cost -= 0.001 * np.minimum([t.age for t in self._tracks], 10)[:, None]
+            for attempt in range(3):
+                free_t = [r for r in range(len(self._tracks)) if r not in matched]
+                free_d = [c for c in range(len(parcels)) if c not in matched.values()]
+                if not free_t or not free_d:
+                    break
+                if attempt < 2:
+                    sub = cost[np.ix_(free_t, free_d)]
+                    gate = cfg.match_gate * (1 + attempt)
+                else:  # what reappears from behind another parcel shows another part of it
+                    sub = self._box_cost(free_t, [parcels[c] for c in free_d], det[free_d], shift)
+                    gate = cfg.match_gate
+                sub = np.where(sub > gate, _INFEASIBLE, sub)
+                rows, cols = linear_sum_assignment(sub)
+                for r, c in zip(rows, cols, strict=True):
+                    if sub[r, c] < _INFEASIBLE:
+                        matched[free_t[r]] = free_d[c]
             moves = []
-            for r, c in zip(rows, cols, strict=True):
-                if cost[r, c] >= _INFEASIBLE:
-                    continue
+            for r, c in matched.items():
                 track = self._tracks[r]
-                if dt > 0 and (whole is None or whole[c]):
+                if dt > 0 and (whole is None or whole[c]) and not parcels[c].supports:
                     moves.append((top[c] - track.top) / dt)
                 track.position, track.top = det[c], top[c]
+                size = parcels[c].box.size
+                if size[0] * size[1] >= track.box[1][0] * track.box[1][1] or track.missed:
+                    track.box = (parcels[c].box.pose, size)
+                else:  # keep the largest view of the parcel, carried along with the belt
+                    pose = track.box[0].copy()
+                    pose[:3, 3] += velocity * dt
+                    track.box = (pose, track.box[1])
                 track.parcel_class = parcels[c].parcel_class
                 track.missed = 0
+                track.age += 1
                 ids[c] = track.track_id
-                matched_tracks.add(r)
             if moves and cfg.belt_velocity is None:
-                measured = np.median(np.array(moves), axis=0)
-                a = cfg.velocity_smoothing
-                self._estimate = (
-                    measured if self._estimate is None else (1 - a) * self._estimate + a * measured
-                )
+                self._samples.extend(moves)
+                self._estimate = _belt_velocity(np.array(self._samples), frame_from_conveyor)
                 velocity = self._estimate.copy()
         kept = []
         for r, track in enumerate(self._tracks):
-            if r not in matched_tracks:
+            if r not in matched:
                 track.missed += 1
+                track.age += 1
                 track.position = track.position + velocity * dt
                 track.top = track.top + velocity * dt
+                pose = track.box[0].copy()
+                pose[:3, 3] += velocity * dt
+                track.box = (pose, track.box[1])
                 if track.missed > cfg.max_missed:
                     continue
             kept.append(track)
@@ -188,20 +232,82 @@ class Tracker:
             if ids[c] == 0:
                 ids[c] = self._next_id
                 self._next_id += 1
-                kept.append(_Track(ids[c], det[c], top[c], p.parcel_class))
+                kept.append(
+                    _Track(ids[c], det[c], top[c], (p.box.pose, p.box.size), p.parcel_class)
+                )
         self._tracks = kept
         self._stamp_ns = stamp_ns
         by_label = {p.label: tid for p, tid in zip(parcels, ids, strict=True)}
-        return [
-            replace(
-                p,
-                track_id=tid,
-                velocity=velocity.copy(),
-                supports=tuple(sorted(by_label[s] for s in p.supports if s in by_label)),
+        by_id = {t.track_id: t for t in kept}
+        seen_now = set(ids)
+        out = []
+        for p, tid in zip(parcels, ids, strict=True):
+            on_it = {by_label[s] for s in p.supports if s in by_label}
+            carried = by_id[tid].carried
+            for s in on_it:
+                carried[s] = carried.get(s, 0) + 1
+            # Pile order does not change on a belt: a parcel seen on this one for a few
+            # frames stays on it after it leaves the view or is hidden. One in view and no
+            # longer seen on it has been taken off.
+            remembered = {
+                s
+                for s, n in carried.items()
+                if cfg.pile_memory and n >= cfg.pile_memory and s not in seen_now
+            }
+            supports = tuple(sorted(on_it | remembered))
+            out.append(replace(p, track_id=tid, velocity=velocity.copy(), supports=supports))
+        return out
+
+    def _box_cost(
+        self,
+        track_rows: list[int],
+        parcels: list[Parcel],
+        points: FloatArray,
+        shift: FloatArray,
+    ) -> FloatArray:
+        """(T, D) distance between tracks and detections by their boxes (0 when inside).
+
+        The least of: the detection's point outside the track's predicted box, and the
+        track's predicted point outside the detection's box.
+        """
+        out = np.empty((len(track_rows), len(parcels)))
+        for i, r in enumerate(track_rows):
+            t = self._tracks[r]
+            pose = t.box[0].copy()
+            pose[:3, 3] += shift
+            to_track = _outside(points, pose, t.box[1])
+            to_det = np.array(
+                [_outside((t.position + shift)[None], p.box.pose, p.box.size)[0] for p in parcels]
             )
-            for p, tid in zip(parcels, ids, strict=True)
-        ]
+            out[i] = np.minimum(to_track, to_det)
+        return out
 
     def predict(self, candidate: GraspCandidate, stamp_ns: int) -> GraspCandidate:
         """The candidate where its parcel will be at `stamp_ns` (moved with its velocity)."""
         return candidate.at_time(stamp_ns)
+
+
+def _outside(points: FloatArray, pose: FloatArray, size: FloatArray) -> FloatArray:
+    """Distance of (N, 3) points outside a box (0 for points inside), metres."""
+    local = (points - pose[:3, 3]) @ pose[:3, :3]
+    excess = np.maximum(np.abs(local) - np.asarray(size) / 2.0, 0.0)
+    return np.linalg.norm(excess, axis=1)
+
+
+def _belt_velocity(samples: FloatArray, frame_from_conveyor: npt.ArrayLike | None) -> FloatArray:
+    """Median of per-parcel velocity samples; along the belt's travel (conveyor x) if known.
+
+    Single parcels seem to move at odd speeds while they slide into view or are uncovered;
+    the median over many recent samples ignores them, and knowing the direction leaves a
+    single number to estimate.
+    """
+    if frame_from_conveyor is None:
+        return np.median(samples, axis=0)
+    axis = np.asarray(frame_from_conveyor, dtype=np.float64)[:3, 0]
+    speeds = samples @ axis
+    speed = float(np.median(speeds))
+    # The samples near the median (within 20 %) are the parcels moving cleanly.
+    near = np.abs(speeds - speed) <= 0.2 * abs(speed) + 0.01
+    if near.any():
+        speed = float(np.mean(speeds[near]))
+    return speed * axis

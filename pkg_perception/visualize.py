@@ -3,8 +3,9 @@
 """Overlay pictures of what the ranking chose: masks tinted, grasps marked and numbered.
 
 Suction grasps are a circle of the cup's size with a tick along the approach; parallel-jaw
-grasps a bar along the closing direction as wide as the opening. Rank 1 is drawn last and
-thickest; with evaluation verdicts, markers are green (success) or red (failure).
+grasps a bar along the closing direction as wide as the opening. Rank 1 is drawn last, with
+a yellow halo and tag; with evaluation verdicts, markers are green (success) or red
+(failure).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ _PALETTE = np.array(
 _OK = (40, 220, 60)
 _BAD = (235, 40, 40)
 _NEUTRAL = (255, 255, 255)
+_BEST = (255, 230, 0)
+_CAPTION = 24  # pixels
 
 
 def draw_overlay(
@@ -44,6 +47,7 @@ def draw_overlay(
     *,
     verdicts: Sequence[bool] | None = None,
     max_grasps: int = 10,
+    caption: str | None = None,
 ) -> npt.NDArray[np.uint8]:
     """The colour image with masks, grasp markers and rank numbers.
 
@@ -54,9 +58,10 @@ def draw_overlay(
         t_camera_result: T_<camera optical frame>_<result.frame_id>.
         verdicts: per grasp (best first), success or not; colours the markers.
         max_grasps: markers drawn for the best this many grasps.
+        caption: a line of text in a strip above the image.
 
     Returns:
-        (H, W, 3) uint8 RGB.
+        (H, W, 3) uint8 RGB; `_CAPTION` pixels taller with a caption.
     """
     check_array('color', color, shape=(None, None, 3), dtypes=(np.uint8,))
     out = color.copy()
@@ -78,6 +83,12 @@ def draw_overlay(
         ok = None if verdicts is None or rank >= len(verdicts) else verdicts[rank]
         colour = _NEUTRAL if ok is None else (_OK if ok else _BAD)
         _draw_grasp(out, g, camera, t_camera_result, colour, rank + 1)
+    if caption:
+        strip = np.full((_CAPTION, out.shape[1], 3), 30, dtype=np.uint8)
+        cv2.putText(
+            strip, caption, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _NEUTRAL, 1, cv2.LINE_AA
+        )
+        out = np.concatenate([strip, out])
     return out
 
 
@@ -99,6 +110,10 @@ def _draw_grasp(
         pts = _pixels(camera, circle)
         if pts is None:
             return
+        if rank == 1:  # the chosen grasp: a yellow halo
+            halo = _pixels(camera, centre + 1.4 * (circle - centre))
+            if halo is not None:
+                cv2.polylines(img, [halo], True, _BEST, 2, cv2.LINE_AA)
         cv2.polylines(img, [pts], True, (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.polylines(img, [pts], True, colour, thick, cv2.LINE_AA)
         tick = _pixels(camera, np.stack([centre - 0.05 * z, centre]))
@@ -108,16 +123,26 @@ def _draw_grasp(
         tick = _pixels(camera, bar)
         if tick is None:
             return
-        cv2.line(img, tuple(tick[0]), tuple(tick[1]), (0, 0, 0), thick + 4, cv2.LINE_AA)
+        halo = _BEST if rank == 1 else (0, 0, 0)
+        cv2.line(img, tuple(tick[0]), tuple(tick[1]), halo, thick + 4, cv2.LINE_AA)
         cv2.line(img, tuple(tick[0]), tuple(tick[1]), colour, thick + 2, cv2.LINE_AA)
         tick = _pixels(camera, np.stack([centre - 0.05 * z, centre]))
     if tick is not None:
         cv2.arrowedLine(img, tuple(tick[0]), tuple(tick[1]), colour, 1, cv2.LINE_AA)
     anchor = _pixels(camera, centre[None])
     if anchor is not None:
-        org = (int(anchor[0, 0]) + 6, int(anchor[0, 1]) - 6)
-        cv2.putText(img, str(rank), org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 4)
-        cv2.putText(img, str(rank), org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
+        _label(img, str(rank), (int(anchor[0, 0]) + 8, int(anchor[0, 1]) - 8), rank == 1)
+
+
+def _label(img: npt.NDArray[np.uint8], text: str, org: tuple[int, int], first: bool) -> None:
+    """Rank number on a white tag (yellow for the best), readable on any parcel."""
+    scale = 0.55 if first else 0.42
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = org
+    cv2.rectangle(img, (x - 2, y - h - 3), (x + w + 2, y + base), (0, 0, 0), -1)
+    tag = _BEST if first else (255, 255, 255)
+    cv2.rectangle(img, (x - 1, y - h - 2), (x + w + 1, y + base - 1), tag, -1)
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def _pixels(camera: CameraModel, points: npt.NDArray[np.float64]) -> np.ndarray | None:
@@ -127,10 +152,14 @@ def _pixels(camera: CameraModel, points: npt.NDArray[np.float64]) -> np.ndarray 
     return np.rint(uv).astype(np.int32)
 
 
-def write_png(path: Path | str, image: npt.NDArray[np.uint8]) -> Path:
-    """Write an RGB image as PNG (creating the folder)."""
+def write_png(path: Path | str, image: npt.NDArray[np.uint8], *, scale: float = 1.0) -> Path:
+    """Write an RGB image as PNG (creating the folder), optionally scaled down."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+    if scale != 1.0:
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f'could not write {path}')
     return path

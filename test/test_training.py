@@ -135,7 +135,7 @@ def test_missing_and_corrupt_models_name_the_path_and_fix(tmp_path, onnx_model):
         OnnxSegmenter(tmp_path / 'nope.onnx', config)
     broken = tmp_path / 'broken.onnx'
     broken.write_bytes(onnx_model.read_bytes()[:2000])
-    with pytest.raises(ModelError, match='broken.onnx.*not a valid ONNX model'):
+    with pytest.raises(ModelError, match=r'broken\.onnx.*not a valid ONNX model'):
         OnnxSegmenter(broken, config)
 
 

@@ -13,7 +13,7 @@ import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,9 @@ class FrameScore:
     gt: int = 0  # ground-truth parcels in view
     matched: int = 0  # detections matching one at IoU >= MATCH_IOU
     detections: int = 0
+    top_grasp_ok: bool | None = None  # the best grasp passed the rule (None: no grasp)
+    graspable: int = 0  # graspable parcels in view
+    served: int = 0  # of them, with at least one successful candidate
 
     @property
     def f1(self) -> float:
@@ -105,7 +108,6 @@ class Evaluation:
 
     metrics: dict[str, Any]
     frames: list[FrameScore]
-    gt_parcels_per_frame: list[int] = field(default_factory=list)
 
     def pick(self, count: int) -> tuple[list[FrameScore], list[FrameScore]]:
         """(best, worst) frames: by F1 with ground truth, else fastest and slowest."""
@@ -245,7 +247,10 @@ def _score_against_truth(
         score = evaluation.frames[k]
         score.gt, score.detections, score.matched = len(gts), len(dets), _matches(dets, gts)
         with contextlib.suppress(InputError):  # no conveyor transform: masks only
-            motion.add(result_from_record(rec), frame)
+            checked = motion.add(result_from_record(rec), frame)
+            if checked is not None:
+                score.top_grasp_ok = None if checked.top is None else bool(checked.top.success)
+                score.graspable, score.served = len(checked.graspable), len(checked.served)
         seen += 1
         bar.update()
     bar.close()

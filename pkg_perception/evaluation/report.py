@@ -131,6 +131,23 @@ def plots(evaluation: Evaluation, records: Sequence[dict[str, Any]]) -> list[tup
         a2.set_xlabel('frame')
         a2.set_title(f'Per-frame F1 at mask IoU {0.5}', fontsize=8)
         out.append(('Segmentation quality', _png(fig)))
+    if evaluation.metrics.get('grasping'):
+        frames = evaluation.frames
+        fig, ax = plt.subplots(figsize=(7, 2.4))
+        for ok, colour, label in ((True, 'tab:green', 'success'), (False, 'tab:red', 'failure')):
+            xs = [f.frame for f in frames if f.top_grasp_ok is ok]
+            ax.scatter(xs, [1.05] * len(xs), s=8, color=colour, label=f'best grasp: {label}')
+        ax.plot(
+            [f.frame for f in frames],
+            [f.served / f.graspable if f.graspable else np.nan for f in frames],
+            lw=1,
+            label='graspable parcels served',
+        )
+        ax.set_ylim(0, 1.15)
+        ax.set_xlabel('frame')
+        ax.legend(fontsize=7, ncol=3, loc='upper center', bbox_to_anchor=(0.5, -0.3))
+        ax.set_title('Grasps per frame against the grasp rule', fontsize=9)
+        out.append(('Grasps per frame', _png(fig)))
     return out
 
 

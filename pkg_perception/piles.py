@@ -1,0 +1,225 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Pile order: which parcel lies on which, from one top-down RGB-D view.
+
+A parcel something rests on must not be picked first; from above, one sees only heights
+along the edges between masks and the shapes the masks make. The rules and why are in
+`pile_order`.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pkg_perception.frames import CameraModel
+from pkg_perception.geometry import normalized_rays, plane_basis
+from pkg_perception.segmentation.belt import BeltPlane
+from pkg_perception.segmentation.instances import Segmentation
+
+if TYPE_CHECKING:
+    from pkg_perception.lifting import LiftedParcel, LiftParams
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def pile_order(
+    lifted: list[LiftedParcel],
+    seg: Segmentation,
+    depth: npt.NDArray[np.float32],
+    camera: CameraModel,
+    belt: BeltPlane,
+    params: LiftParams,
+) -> None:
+    """Mark which parcels lie on which: `over`, `beside_higher`, `support_height`, in place.
+
+    Heights are compared pixel against pixel across every edge between two masks (a few
+    pixels apart, to step over the band without depth that stereo leaves along edges).
+    Two signs that B rests on A:
+    - B stands higher along their shared edge (by more than `pile_step`, for most samples)
+      and reaches into the convex hull of A's visible part in the image (`min_intrusion`
+      coarse cells): a parcel lying on another hides part of it, a neighbour standing beside
+      A stays outside the hull. A step over `tall_step` is more often a tall neighbour
+      hiding part of A in perspective: then B must also stand over A's footprint on the
+      belt (its top points inside the hull of A's points seen along the belt normal).
+      Unless A leans on B.
+    - B is tilted (between `lean_tilt_deg` and `lean_max_tilt_deg`; steeper "tops" are
+      side faces of a mostly hidden parcel), its shared edge with A is its high end
+      (`lean_rise` above its centre), and A's edge there is about as high (from `lean_gap`
+      below to `pile_step` above): B's high end rests on A's edge. Against a taller side
+      it merely leans.
+    Any neighbour standing higher along the shared edge than A's top goes into
+    `beside_higher`: it may rest on A where neither can be seen (or where A casts no depth),
+    so A ranks after parcels with nothing taller beside them.
+    """
+    if len(lifted) < 2:
+        return
+    labels, heights, stride = _coarse_heights(seg.labels, depth, camera, belt)
+    # Labels renumbered 1..P (0 elsewhere) in the narrowest integer type: these arrays are
+    # compared whole several times per frame.
+    small = np.uint8 if len(lifted) < 255 else np.uint16
+    lut = np.zeros(int(labels.max()) + 1, dtype=small)
+    lut[[p.label for p in lifted]] = np.arange(1, len(lifted) + 1)
+    compact = lut[labels]
+    ia, ib, ha, hb = [], [], [], []
+    rows, cols = compact.shape
+    for dy, dx in _PAIR_OFFSETS:
+        a = compact[: rows - dy, : cols - dx]
+        b = compact[dy:, dx:]
+        pair = (a != b) & (np.minimum(a, b) > 0)
+        ia.append(a[pair])
+        ib.append(b[pair])
+        ha.append(heights[: rows - dy, : cols - dx][pair])
+        hb.append(heights[dy:, dx:][pair])
+    a, b = np.concatenate(ia).astype(np.intp), np.concatenate(ib).astype(np.intp)
+    if not len(a):
+        return
+    h_a, h_b = np.concatenate(ha), np.concatenate(hb)
+    n = len(lifted) + 1
+    # Both orientations of every sample: key (first, second), heights on each side (NaN
+    # where there is no depth: the shadow a tall parcel casts on the stereo pair).
+    key = np.concatenate([a * n + b, b * n + a])
+    first_h, second_h = np.concatenate([h_a, h_b]), np.concatenate([h_b, h_a])
+    has_first, has_second = np.isfinite(first_h), np.isfinite(second_h)
+    both = has_first & has_second
+    first_h, second_h = np.where(has_first, first_h, 0.0), np.where(has_second, second_h, 0.0)
+    size = n * n
+    count = np.bincount(key, weights=both, minlength=size)
+    up = np.bincount(key, weights=both & (second_h - first_h > params.pile_step), minlength=size)
+    mean_first = np.bincount(key, weights=first_h * both, minlength=size) / np.maximum(count, 1)
+    mean_second = np.bincount(key, weights=second_h * both, minlength=size) / np.maximum(count, 1)
+    count_second = np.bincount(key, weights=has_second, minlength=size)
+    mean_beside = np.bincount(key, weights=second_h, minlength=size) / np.maximum(count_second, 1)
+    for k in np.nonzero(count_second >= 3)[0]:
+        lower, upper = lifted[int(k // n) - 1], lifted[int(k % n) - 1]
+        if mean_beside[k] > lower.height + params.pile_step:
+            lower.beside_higher.add(upper.label)
+    cos_lean = math.cos(math.radians(params.lean_tilt_deg))
+    cos_steep = math.cos(math.radians(params.lean_max_tilt_deg))
+
+    def leans_on(k: int) -> bool:
+        """The second parcel of pair key k leans on the first."""
+        upper = lifted[int(k % n) - 1]
+        return bool(
+            count[k] >= 3
+            and cos_steep <= float(upper.top_normal @ belt.normal) < cos_lean
+            and mean_second[k] > upper.height + params.lean_rise
+            and mean_second[k] - params.lean_gap
+            < mean_first[k]
+            < mean_second[k] + params.pile_step
+        )
+
+    hulls: dict[int, tuple[np.ndarray, npt.NDArray[np.bool_]]] = {}
+    footprints: dict[int, FloatArray | None] = {}
+    basis = np.stack(plane_basis(belt.normal), axis=1)
+    for k in np.nonzero(count >= 1)[0]:
+        i_low, i_up = int(k // n), int(k % n)
+        lower, upper = lifted[i_low - 1], lifted[i_up - 1]
+        leans = leans_on(k)
+        on_top = (
+            not leans
+            and up[k] > count[k] / 2
+            and not leans_on(i_up * n + i_low)  # the lower one leans on the upper one
+            and _intrusion(compact, i_low, i_up, lower.instance.box, stride, hulls)
+            >= params.min_intrusion
+            and (
+                mean_second[k] - mean_first[k] < params.tall_step
+                or _overlap(lower, upper, basis, footprints) >= params.min_intrusion
+            )
+        )
+        if on_top or leans:
+            lower.over.add(upper.label)
+            upper.support_height = max(upper.support_height, float(mean_first[k]))
+
+
+def _intrusion(
+    compact: npt.NDArray[np.integer],
+    lower: int,
+    upper: int,
+    box: tuple[int, int, int, int],
+    stride: int,
+    hulls: dict[int, tuple[np.ndarray, npt.NDArray[np.bool_]]],
+) -> int:
+    """Cells of `upper` inside the convex hull of `lower`'s visible cells.
+
+    A parcel lying on another hides part of it, and its mask reaches into the hull of what
+    is left; a neighbour standing beside it stays outside. Works inside the lower parcel's
+    box (the hull cannot leave it).
+    """
+    x0, y0 = box[0] // stride, box[1] // stride
+    x1, y1 = -(-box[2] // stride), -(-box[3] // stride)
+    window = compact[y0:y1, x0:x1]
+    if lower not in hulls:
+        ys, xs = np.nonzero(window == lower)
+        canvas = np.zeros(window.shape, np.uint8)
+        if len(xs):
+            hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+            cv2.fillConvexPoly(canvas, hull, 1)
+        hulls[lower] = (canvas, canvas > 0)
+    _, inside = hulls[lower]
+    return int(np.count_nonzero((window == upper) & inside))
+
+
+def _overlap(
+    lower: LiftedParcel,
+    upper: LiftedParcel,
+    basis: FloatArray,
+    footprints: dict[int, FloatArray | None],
+    margin: float = 0.01,
+) -> int:
+    """Top-surface points of `upper` over the footprint of `lower`, seen along the belt normal.
+
+    A parcel lying on another stands over it; a tall neighbour that only hides part of it
+    in the image (perspective) stands beside it. Footprint: the convex hull of the lower
+    parcel's points in the belt plane, shrunk by `margin` metres.
+    """
+    if lower.label not in footprints:
+        uv = (lower.points @ basis).astype(np.float32)
+        hull = cv2.convexHull(uv)[:, 0, :].astype(np.float64)
+        footprints[lower.label] = hull if len(hull) >= 3 else None
+    hull = footprints[lower.label]
+    if hull is None:
+        return 0
+    top = upper.points if upper.plane is None else upper.points[upper.plane.inliers]
+    uv = top[:: max(1, len(top) // 200)] @ basis
+    edge = np.roll(hull, -1, axis=0) - hull
+    length = np.maximum(np.linalg.norm(edge, axis=1), 1e-9)
+    rel = uv[:, None, :] - hull[None, :, :]
+    side = (edge[None, :, 0] * rel[..., 1] - edge[None, :, 1] * rel[..., 0]) / length
+    area2 = float(
+        np.sum(hull[:, 0] * np.roll(hull[:, 1], -1) - hull[:, 1] * np.roll(hull[:, 0], -1))
+    )
+    if area2 < 0:
+        side = -side  # clockwise hull: inside is to the right of each edge
+    return int(np.count_nonzero((side >= margin).all(axis=1)))
+
+
+# Pixel pairs compared across mask edges: (rows, columns) apart on the coarse grid.
+_PAIR_OFFSETS = ((0, 1), (1, 0), (0, 2), (2, 0))
+_COARSE_WIDTH = 128
+
+
+def _coarse_heights(
+    labels: npt.NDArray[np.uint16],
+    depth: npt.NDArray[np.float32],
+    camera: CameraModel,
+    belt: BeltPlane,
+) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.float32], int]:
+    """Labels and heights above the belt on a coarse grid (cheap, per frame), and its step."""
+    s = max(1, round(labels.shape[1] / _COARSE_WIDTH))
+    dot = _ray_dot(camera, s, tuple(float(v) for v in belt.normal))
+    heights = depth[::s, ::s] * dot + np.float32(belt.offset)
+    return labels[::s, ::s], heights, s
+
+
+@lru_cache(maxsize=4)
+def _ray_dot(camera: CameraModel, stride: int, normal: tuple[float, ...]) -> np.ndarray:
+    """Per coarse pixel: the belt normal dotted with its ray (z = 1); height = z * dot + d."""
+    rays = normalized_rays(camera)[::stride, ::stride]
+    n = np.asarray(normal, dtype=np.float32)
+    return np.ascontiguousarray(rays @ n[:2] + n[2])

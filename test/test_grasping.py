@@ -1,0 +1,209 @@
+# Copyright 2026 The pkg_perception Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Lifting and grasp candidates on hand-made scenes with known geometry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from grasp_scenes import (
+    BELT,
+    CAMERA,
+    CAMERA_HEIGHT,
+    T_CONVEYOR_CAMERA,
+    Block,
+    render,
+    segmentation,
+)
+
+from pkg_perception.classes import ParcelClass
+from pkg_perception.errors import ConfigError
+from pkg_perception.grasping import GraspConfig, plan, plan_grasps
+from pkg_perception.lifting import LiftParams, lift_all
+from pkg_perception.results import GraspKind
+from pkg_perception.segmentation.instances import Instance, Segmentation
+from pkg_perception.transforms import transform_points
+
+CONFIG = GraspConfig()
+
+
+def _plan(blocks: list[Block], config: GraspConfig = CONFIG, *, noise: float = 0.0):
+    depth, labels = render(blocks, noise=noise)
+    seg = segmentation(labels, blocks)
+    lifted = lift_all(seg, depth, CAMERA, BELT, config.lift)
+    grasps = plan_grasps(lifted, labels, depth, CAMERA, BELT, config, stamp_ns=42)
+    return lifted, grasps
+
+
+def _on_belt(points: np.ndarray) -> np.ndarray:
+    return transform_points(T_CONVEYOR_CAMERA, np.atleast_2d(points))
+
+
+def test_suction_goes_to_the_middle_of_a_flat_top_and_approaches_down() -> None:
+    lifted, grasps = _plan([Block(0.05, -0.03, 0.30, 0.20, 0.15)])
+    (parcel,) = lifted
+    assert parcel.height == pytest.approx(0.15, abs=1e-3)
+    np.testing.assert_allclose(_on_belt(parcel.top_center)[0], [0.05, -0.03, 0.15], atol=0.01)
+    np.testing.assert_allclose(parcel.footprint, [0.30, 0.20], atol=0.015)
+    best = grasps[0]
+    assert best.kind is GraspKind.SUCTION
+    assert best.frame_id == CAMERA.frame_id and best.stamp_ns == 42
+    assert 0.0 < best.score <= 1.0
+    assert best.width == pytest.approx(2 * CONFIG.cup_radius)
+    position = _on_belt(best.pose[:3, 3])[0]
+    np.testing.assert_allclose(position, [0.05, -0.03, 0.15], atol=0.012)
+    # +z is the approach: straight down, i.e. along the optical axis of this camera.
+    np.testing.assert_allclose(best.pose[:3, 2], [0.0, 0.0, 1.0], atol=1e-3)
+    rot = best.pose[:3, :3]
+    np.testing.assert_allclose(rot.T @ rot, np.eye(3), atol=1e-9)
+    assert np.linalg.det(rot) == pytest.approx(1.0)
+    assert best.parcel_box.size[2] == pytest.approx(0.15, abs=0.01)
+
+
+def test_every_cup_keeps_its_radius_from_edges_and_the_image_border() -> None:
+    # A box running off the left edge of the image, another just beside it.
+    blocks = [Block(-0.52, 0.0, 0.40, 0.25, 0.10), Block(-0.12, 0.0, 0.30, 0.25, 0.10)]
+    _, grasps = _plan(blocks)
+    suction = [g for g in grasps if g.kind is GraspKind.SUCTION]
+    assert suction
+    needed = CONFIG.cup_radius + CONFIG.edge_margin
+    for g in suction:
+        x, y, _ = _on_belt(g.pose[:3, 3])[0]
+        b = blocks[g.parcel_id - 1]
+        inside = min(b.length / 2 - abs(x - b.x), b.width / 2 - abs(y - b.y))
+        assert inside >= needed - 0.004
+        u = CAMERA.fx * g.pose[0, 3] / g.pose[2, 3] + CAMERA.cx
+        metres_to_border = u * g.pose[2, 3] / CAMERA.fx
+        assert metres_to_border >= needed - 0.004
+    # The cut-off parcel ranks after the one wholly in view.
+    assert grasps[0].parcel_id == 2
+
+
+def test_a_strip_narrower_than_the_cup_gets_a_jaw_grasp_only() -> None:
+    _, grasps = _plan([Block(0.0, 0.0, 0.25, 0.04, 0.10)])
+    assert [g.kind for g in grasps] == [GraspKind.PARALLEL_JAW]
+    jaw = grasps[0]
+    assert jaw.width == pytest.approx(0.04 + 2 * CONFIG.gripper_clearance, abs=0.01)
+    # Closing (+y) runs across the short side: the conveyor's y axis.
+    closing = T_CONVEYOR_CAMERA[:3, :3] @ jaw.pose[:3, 1]
+    assert abs(closing[1]) == pytest.approx(1.0, abs=0.01)
+    np.testing.assert_allclose(jaw.pose[:3, 2], [0.0, 0.0, 1.0], atol=1e-3)
+
+
+def test_parcels_wider_than_the_opening_get_no_jaw_grasp() -> None:
+    _, grasps = _plan([Block(0.0, 0.0, 0.30, 0.20, 0.10)])
+    assert grasps and all(g.kind is GraspKind.SUCTION for g in grasps)
+    narrow = GraspConfig(gripper_max_opening=0.30)
+    _, grasps = _plan([Block(0.0, 0.0, 0.30, 0.20, 0.10)], narrow)
+    assert any(g.kind is GraspKind.PARALLEL_JAW for g in grasps)
+
+
+@pytest.mark.parametrize(('degrees', 'expected'), [(10.0, True), (40.0, False)])
+def test_tilt_limit(degrees: float, expected: bool) -> None:
+    slope = math.tan(math.radians(degrees))
+    lifted, grasps = _plan([Block(0.0, 0.0, 0.30, 0.24, 0.20, slope=slope)])
+    suction = [g for g in grasps if g.kind is GraspKind.SUCTION]
+    assert bool(suction) is expected
+    if expected:
+        normal = -(T_CONVEYOR_CAMERA[:3, :3] @ suction[0].pose[:3, 2])
+        tilt = math.degrees(math.acos(normal[2]))
+        assert tilt == pytest.approx(degrees, abs=1.5)
+        assert lifted[0].top_normal @ BELT.normal == pytest.approx(
+            math.cos(math.radians(degrees)), abs=0.01
+        )
+
+
+def test_a_parcel_under_another_ranks_last() -> None:
+    lower = Block(0.0, 0.0, 0.40, 0.30, 0.10)
+    upper = Block(0.10, 0.05, 0.20, 0.15, 0.16, parcel_class=ParcelClass.MAILER)
+    lifted, grasps = _plan([lower, upper])
+    by_label = {p.label: p for p in lifted}
+    assert by_label[1].over == {2}
+    assert not by_label[2].over
+    assert by_label[2].support_height == pytest.approx(0.10, abs=0.01)
+    assert grasps[0].parcel_id == 2
+    assert max(g.score for g in grasps if g.parcel_id == 1) <= CONFIG.under_penalty
+
+
+def test_side_by_side_parcels_are_not_piled() -> None:
+    lifted, _ = _plan([Block(-0.1, 0.0, 0.2, 0.2, 0.10), Block(0.1, 0.0, 0.2, 0.2, 0.30)])
+    assert all(not p.over for p in lifted)
+    low = next(p for p in lifted if p.label == 1)
+    assert low.beside_higher == {2}
+
+
+def test_rougher_surfaces_score_lower() -> None:
+    block = [Block(0.0, 0.0, 0.30, 0.20, 0.10)]
+    _, smooth = _plan(block)
+    _, rough = _plan(block, noise=0.004)
+    assert rough[0].score < smooth[0].score
+
+
+def test_empty_masks_and_masks_without_depth_give_no_parcel() -> None:
+    depth, labels = render([Block(0.0, 0.0, 0.30, 0.20, 0.10)])
+    depth[labels == 1] = np.nan
+    seg = Segmentation(
+        labels,
+        [
+            Instance(
+                1,
+                ParcelClass.BOX,
+                1.0,
+                (0, 0, CAMERA.width, CAMERA.height),
+                int((labels == 1).sum()),
+            ),
+            Instance(7, ParcelClass.BOX, 1.0, (0, 0, 0, 0), 0),
+            Instance(8, ParcelClass.BOX, 1.0, (10, 10, 20, 20), 100),  # no pixel has label 8
+        ],
+    )
+    assert lift_all(seg, depth, CAMERA, BELT, LiftParams()) == []
+
+
+def test_infinite_or_negative_depth_never_makes_a_nan_pose() -> None:
+    blocks = [Block(0.0, 0.0, 0.30, 0.20, 0.10)]
+    depth, labels = render(blocks)
+    rng = np.random.default_rng(3)
+    bad = rng.random(depth.shape) < 0.05
+    depth[bad] = np.inf
+    depth[rng.random(depth.shape) < 0.05] = -1.0
+    seg = segmentation(labels, blocks)
+    lifted = lift_all(seg, depth, CAMERA, BELT, CONFIG.lift)
+    result = plan(lifted, labels, depth, CAMERA, BELT, CONFIG)
+    assert len(result) > 0
+    assert np.isfinite(result.poses).all() and np.isfinite(result.scores).all()
+    for p in lifted:
+        assert np.isfinite(p.box.pose).all() and np.isfinite(p.top_center).all()
+
+
+def test_candidates_are_capped_and_sorted() -> None:
+    blocks = [Block(x, 0.0, 0.16, 0.3, 0.05 + 0.02 * i) for i, x in enumerate((-0.2, 0.0, 0.2))]
+    config = GraspConfig(max_candidates=4, max_candidates_per_parcel=2)
+    _, grasps = _plan(blocks, config)
+    assert len(grasps) == 4
+    scores = [g.score for g in grasps]
+    assert scores == sorted(scores, reverse=True)
+    assert all(sum(g.parcel_id == k for g in grasps) <= 2 for k in (1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ('field', 'value', 'message'),
+    [
+        ('cup_radius', -0.01, 'cup_radius'),
+        ('cup_radius', float('nan'), 'cup_radius'),
+        ('max_tilt_deg', 95.0, 'max_tilt_deg'),
+        ('under_penalty', 1.5, 'under_penalty'),
+        ('max_candidates', 0, 'max_candidates'),
+    ],
+)
+def test_config_rejects_bad_values(field: str, value: float, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        GraspConfig(**{field: value})
+
+
+def test_camera_height_sanity() -> None:
+    # The scene helper itself: the belt is CAMERA_HEIGHT below the camera.
+    depth, labels = render([])
+    assert not labels.any()
+    np.testing.assert_allclose(depth, CAMERA_HEIGHT, atol=1e-6)
