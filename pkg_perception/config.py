@@ -202,14 +202,12 @@ GRASPING_DOC = SectionDoc(
         'min_score': 'grasp candidates scoring below this are dropped',
         'lift.max_points': 'depth points sampled per parcel mask',
         'lift.min_points': 'masks with fewer valid depth points are not lifted to 3D',
-        'lift.mask_erosion_px': 'pixels eroded from each mask to keep off its edges',
         'lift.plane_tolerance': 'distance from the top plane that counts as on it, metres',
         'lift.depth_noise_at_1m': 'depth noise of the camera at 1 m, metres',
         'lift.max_plane_tilt_deg': 'top planes tilted more than this are not trusted',
         'lift.pile_step': 'height step between touching parcels that means one lies on '
         'the other, metres',
-        'lift.pile_band_px': 'pixels along a shared border compared for pile order',
-        'lift.min_thickness': 'parcels thinner than this above the belt are ignored, metres',
+        'lift.min_thickness': 'least thickness given to a parcel box, metres',
     },
     ranges={
         'max_tilt_deg': (0.0, 90.0),
@@ -221,9 +219,7 @@ GRASPING_DOC = SectionDoc(
         'min_cup_points': (1, 100000),
         'lift.max_points': (10, 1000000),
         'lift.min_points': (3, 100000),
-        'lift.mask_erosion_px': (0, 50),
         'lift.max_plane_tilt_deg': (0.0, 90.0),
-        'lift.pile_band_px': (1, 100),
     },
 )
 TRACKING_DOC = SectionDoc(
@@ -237,7 +233,7 @@ TRACKING_DOC = SectionDoc(
         'match_gate': (0.001, 10.0),
         'max_missed': (0, 1000),
         'max_gap_s': (0.01, 3600.0),
-        'velocity_smoothing': (0.001, 1.0),
+        'velocity_window': (1, 10000),
         'class_penalty': (0.0, 10.0),
     },
 )
