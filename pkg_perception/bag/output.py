@@ -18,7 +18,7 @@ from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.errors import ReaderError, WriterError
 
 from pkg_perception.bag.types import DEFAULT_DISTRO, typestore
-from pkg_perception.bag.writer import BAG_VERSION, SENSOR_QOS, STORAGES
+from pkg_perception.bag.writer import BAG_VERSION, SENSOR_QOS, STORAGES, finish_bag
 from pkg_perception.errors import BagError
 
 # Output topic (relative to the node's namespace) -> message type, as the node publishes.
@@ -80,11 +80,7 @@ class ReplayBagWriter:
 
     def close(self) -> None:
         """Finish the file and write metadata.yaml (idempotent)."""
-        if self._writer.storage is not None:
-            try:
-                self._writer.close()
-            except WriterError as err:
-                raise BagError(f'could not finish {self.path}: {err}') from err
+        finish_bag(self._writer, self.path)
 
     def topic(self, name: str) -> str:
         """Full name of an output topic, e.g. '/perception_node/detections'."""

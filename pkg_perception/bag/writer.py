@@ -59,6 +59,15 @@ LATCHED_QOS = Qos(
 )
 
 
+def finish_bag(writer: Writer, path: Path) -> None:
+    """Close a rosbags writer once (metadata.yaml is written then), as a BagError on failure."""
+    if writer.storage is not None:
+        try:
+            writer.close()
+        except WriterError as err:
+            raise BagError(f'could not finish {path}: {err}') from err
+
+
 def prepare_output(path: Path, *, overwrite: bool) -> None:
     """Refuse to clobber an existing bag unless asked; then clear the way."""
     if path.exists():
@@ -132,11 +141,7 @@ class SimBagWriter:
 
     def close(self) -> None:
         """Finish the file and write metadata.yaml (idempotent)."""
-        if self._writer.storage is not None:
-            try:
-                self._writer.close()
-            except WriterError as err:
-                raise BagError(f'could not finish {self.path}: {err}') from err
+        finish_bag(self._writer, self.path)
 
     def _header(self, stamp_ns: int, frame_id: str) -> Any:
         sec, nsec = ns_to_sec_nanosec(stamp_ns)

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from pkg_perception.errors import InputError
 from pkg_perception.frames import CameraModel, RGBDFrame
+from pkg_perception.geometry import normalized_rays
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,15 @@ class BeltPlane:
         return points @ self.normal + self.offset
 
 
-def pixel_rays(camera: CameraModel, us: npt.NDArray[np.floating], vs: npt.NDArray[np.floating]):
-    """(len(vs), len(us), 3) rays with z = 1 through pixel centres (pinhole, no distortion)."""
-    x = (np.asarray(us, dtype=np.float64) - camera.cx) / camera.fx
-    y = (np.asarray(vs, dtype=np.float64) - camera.cy) / camera.fy
-    rays = np.empty((len(y), len(x), 3))
-    rays[..., 0] = x[None, :]
-    rays[..., 1] = y[:, None]
-    rays[..., 2] = 1.0
-    return rays
+def pixel_rays(
+    camera: CameraModel, us: npt.NDArray[np.integer], vs: npt.NDArray[np.integer]
+) -> npt.NDArray[np.float64]:
+    """(len(vs), len(us), 3) rays with z = 1 through those pixels (distortion honoured).
+
+    A gather from the per-camera table the 3D lifting uses, so both agree on every pixel.
+    """
+    xy = normalized_rays(camera)[np.ix_(vs, us)].astype(np.float64)
+    return np.concatenate([xy, np.ones((*xy.shape[:2], 1))], axis=-1)
 
 
 def estimate_belt_plane(

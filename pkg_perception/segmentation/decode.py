@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pkg_perception.classes import ParcelClass
-from pkg_perception.segmentation.instances import Instance, Segmentation
+from pkg_perception.segmentation.instances import Instance, Segmentation, boxes_and_areas
 from pkg_perception.segmentation.seeds import grow_seeds, label_seeds
 
 NUM_CLASSES = len(ParcelClass) + 1
@@ -76,23 +76,15 @@ def decode(
     bg_full = cv2.resize(prob[0], (width, height), interpolation=cv2.INTER_LINEAR)
     labels[bg_full >= 0.5] = 0
     instances = []
-    ys, xs = np.nonzero(small)
-    lab = small[ys, xs]
-    x0 = np.full(int(keep.sum()) + 1, w)
-    y0 = np.full_like(x0, h)
-    x1 = np.zeros_like(x0)
-    y1 = np.zeros_like(x0)
-    np.minimum.at(x0, lab, xs)
-    np.minimum.at(y0, lab, ys)
-    np.maximum.at(x1, lab, xs + 1)
-    np.maximum.at(y1, lab, ys + 1)
+    boxes, _ = boxes_and_areas(small, int(keep.sum()))
     for old in np.nonzero(keep)[0]:
         new = int(lut[old])
+        x0, y0, x1, y1 = boxes[new]
         box = (
-            int(x0[new] * sx),
-            int(y0[new] * sy),
-            min(width, int(np.ceil(x1[new] * sx))),
-            min(height, int(np.ceil(y1[new] * sy))),
+            int(x0 * sx),
+            int(y0 * sy),
+            min(width, int(np.ceil(x1 * sx))),
+            min(height, int(np.ceil(y1 * sy))),
         )
         area = int(counts[old] * sx * sy)
         instances.append(
