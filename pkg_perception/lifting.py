@@ -137,7 +137,9 @@ class LiftedParcel:
         A hole in depth (a dark label, glare) is no edge of the surface; whether a cup over
         it seals is judged from the depth around it. Single cells off the plane inside it
         (depth noise beyond the tolerance) are closed too, or every noisy sample would
-        count as an edge. `border` cells of 0 are added around (for distance transforms).
+        count as an edge. So is any patch off the plane that the surface encloses (a
+        wrinkle on a bag's crown, a dent in a lid): the depth under the cup judges it.
+        `border` cells of 0 are added around (for distance transforms).
         """
         gh, gw = self.grid_shape
         grid = np.zeros(gh * gw, dtype=np.uint8)
@@ -145,6 +147,7 @@ class LiftedParcel:
             grid[self.cell_index[self.plane.inliers]] = 1
         grid = grid.reshape(self.grid_shape) | self.holes
         closed = cv2.morphologyEx(grid, cv2.MORPH_CLOSE, _CROSS, borderValue=0) & self.inside
+        closed = _fill_enclosed(closed)
         if border:
             closed = cv2.copyMakeBorder(closed, *(border,) * 4, cv2.BORDER_CONSTANT, value=0)
         return closed
@@ -153,6 +156,13 @@ class LiftedParcel:
         """Pixel (u, v) of grid cells."""
         x0, y0 = self.origin
         return x0 + np.asarray(cols) * self.stride, y0 + np.asarray(rows) * self.stride
+
+
+def _fill_enclosed(grid: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Set the 0 cells that no 4-connected path of 0 cells links to the grid's border."""
+    outside = cv2.copyMakeBorder(1 - grid, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    cv2.floodFill(outside, None, (0, 0), 2, flags=4)
+    return (outside[1:-1, 1:-1] != 2).astype(np.uint8)
 
 
 def noise_sigma(params: LiftParams, z: npt.ArrayLike) -> npt.NDArray[np.float64]:

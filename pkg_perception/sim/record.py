@@ -3,17 +3,23 @@
 """Record a simulated conveyor camera into a bag: parallel rendering, ordered writing.
 
 Frames depend only on (seed, index), so they can be rendered in worker processes and still
-give a byte-identical bag. Ctrl-C (SIGINT) or SIGTERM stops after the current frame and
-leaves a valid bag with what was written.
+give a byte-identical bag. Workers render while this process writes, so even one worker
+overlaps rendering with writing where there is a second core. Where processes fork, workers
+start from this process's simulator (static background and first parcels already done)
+instead of building their own, and each uses its share of the cores for ray casting, so two
+workers do not oversubscribe two cores. Ctrl-C (SIGINT) or SIGTERM stops after the current
+frame and leaves a valid bag with what was written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing as mp
+import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +39,15 @@ from pkg_perception.sim.simulator import (
 _WORKER_SIM: ConveyorSimulator | None = None
 
 
-def _init_worker(config: SimConfig, seed: int) -> None:
+def _init_worker(
+    sim: ConveyorSimulator | None, config: SimConfig, seed: int, threads: int
+) -> None:
+    """Set up a worker: the parent's simulator where forked (`sim`), else a new one."""
     global _WORKER_SIM  # one simulator per worker process, built once
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop...
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ...and ends workers with SIGTERM
-    _WORKER_SIM = ConveyorSimulator(config, seed)
+    _WORKER_SIM = sim if sim is not None else ConveyorSimulator(config, seed)
+    _WORKER_SIM.renderer.threads = threads
 
 
 def _render(index: int) -> SimFrame:
@@ -77,10 +87,15 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _frames(sim: ConveyorSimulator, count: int, pool: Any) -> Iterator[SimFrame]:
-    if pool is None:
-        return (sim.frame(k) for k in range(count))
-    return pool.imap(_render, range(count), chunksize=1)
+def _pool(sim: ConveyorSimulator, config: SimConfig, seed: int, workers: int) -> Any:
+    """A pool of `workers` rendering processes, each ray casting on its share of the cores."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if 'fork' in mp.get_all_start_methods():
+        # Forked workers inherit `sim` as it is (nothing is pickled): no second static render.
+        ctx = mp.get_context('fork')
+        return ctx.Pool(workers, initializer=_init_worker, initargs=(sim, config, seed, threads))
+    ctx = mp.get_context()
+    return ctx.Pool(workers, initializer=_init_worker, initargs=(None, config, seed, threads))
 
 
 def record_bag(
@@ -110,18 +125,18 @@ def record_bag(
             [(BASE_FRAME, CONVEYOR_FRAME), (CONVEYOR_FRAME, config.frame_id)],
             config.start_time_ns,
         )
-        if workers > 1:
-            ctx = (
-                mp.get_context('fork')
-                if 'fork' in mp.get_all_start_methods()
-                else mp.get_context()
-            )
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config, seed))
         try:
             bar = tqdm(
                 total=frames, unit='frame', desc=f'simulate {out.name}', disable=not progress
             )
-            for frame in _frames(sim, frames, pool):
+            # The first frame is rendered here: it lays out the first parcels, which forked
+            # workers then inherit. With one core, one worker would only add copying.
+            first = sim.frame(0)
+            rest: Iterable[SimFrame] = (sim.frame(k) for k in range(1, frames))
+            if frames > 1 and (workers > 1 or (os.cpu_count() or 1) > 1):
+                pool = _pool(sim, config, seed, workers)
+                rest = pool.imap(_render, range(1, frames), chunksize=1)
+            for frame in itertools.chain([first], rest):
                 bag.write_frame(
                     stamp_ns=frame.stamp_ns,
                     camera=sim.camera,

@@ -5,36 +5,35 @@
 One primary ray per pixel gives exact depth, instance ids and surface normals; a second,
 coarse batch of occlusion rays gives light shadows and the stereo camera's shadow
 (points the depth sensor's second viewpoint cannot see, which a stereo camera cannot measure).
+
+The belt, rails and floor are rendered once per camera mount (`background`); per frame only
+the pixels that parcels can change (`regions`: the parcels' image, light shadows and stereo
+shadows) are cast and shaded again, and the rest is the static render with the belt texture
+moved along.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import numpy.typing as npt
-import open3d as o3d
 
 from pkg_perception.frames import CameraModel
 from pkg_perception.sim.appearance import TEXELS_PER_METRE, BeltLook
+from pkg_perception.sim.background import (
+    FLOOR_DEPTH,
+    LUMA_WEIGHTS,
+    SHADOW_STRIDE,
+    Background,
+    Lighting,
+    put_rows,
+    take_rows,
+)
 from pkg_perception.sim.layout import PlacedParcel
-from pkg_perception.transforms import Matrix4
-
-RAIL_HEIGHT = 0.07
-FLOOR_DEPTH = 0.75  # floor below the belt surface, metres
-# Shadows are cast from every 3rd pixel in each direction: soft shadows and the stereo
-# shadow band (several pixels wide at belt distances) lose little, and it saves 8 ms a frame.
-SHADOW_STRIDE = 3
-
-
-@dataclass(frozen=True)
-class Lighting:
-    """One directional light plus ambient; direction points from the scene to the light."""
-
-    direction: npt.NDArray[np.float64]  # (3,) unit, conveyor frame
-    intensity: float
-    ambient: float
+from pkg_perception.sim.parcel_scene import ParcelScene, PrimaryHits
+from pkg_perception.sim.regions import ParcelRegions, box_corners
+from pkg_perception.transforms import Matrix4, make_transform
 
 
 @dataclass
@@ -64,35 +63,11 @@ class RenderOutput:
     parcel_pixels: list[npt.NDArray[np.int64]]
 
 
-def _box_mesh(
-    lo: tuple[float, float, float], hi: tuple[float, float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    lo_a, hi_a = np.asarray(lo), np.asarray(hi)
-    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
-    v = lo_a + corners * (hi_a - lo_a)
-    t = np.array(
-        [
-            [0, 2, 6],
-            [0, 6, 4],
-            [1, 5, 7],
-            [1, 7, 3],
-            [0, 4, 5],
-            [0, 5, 1],
-            [2, 3, 7],
-            [2, 7, 6],
-            [0, 1, 3],
-            [0, 3, 2],
-            [4, 6, 7],
-            [4, 7, 5],
-        ]
-    )
-    return v, t
-
-
 class BeltRenderer:
     """Renders parcels on a belt for one fixed camera mount.
 
     The camera, belt and lighting are fixed for a recording; parcels move per frame.
+    `threads` is open3d's ray-casting thread count (0: one per core).
     """
 
     def __init__(
@@ -103,259 +78,187 @@ class BeltRenderer:
         lighting: Lighting,
         *,
         stereo_baseline: float = 0.05,
+        threads: int = 0,
     ) -> None:
         self.camera = camera
         self.t_conv_cam = conveyor_from_camera
         self.belt = belt
         self.lighting = lighting
-        h, w = camera.height, camera.width
-        u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-        # Directions with optical z = 1, so the hit distance t is the depth itself.
-        dirs_cam = np.stack(
-            [(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, np.ones_like(u)], -1
-        ).reshape(-1, 3)
-        rot = conveyor_from_camera[:3, :3]
-        origin = conveyor_from_camera[:3, 3]
-        dirs = dirs_cam @ rot.T
-        rays = np.concatenate([np.broadcast_to(origin, dirs.shape), dirs], 1)
-        self._rays_np = rays.astype(np.float32)
-        self._rays = o3d.core.Tensor(self._rays_np)
-        self._origin32 = origin.astype(np.float32)
-        self._dirs32 = dirs.astype(np.float32)
-        # The camera and the light are fixed, so the Blinn-Phong half vectors are too.
-        view = -dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
-        half = view + lighting.direction
-        self._half_vec = (half / np.linalg.norm(half, axis=1, keepdims=True)).astype(np.float32)
-        self._light32 = np.asarray(lighting.direction, np.float32)
-        coarse = np.zeros((h, w), bool)
-        coarse[::SHADOW_STRIDE, ::SHADOW_STRIDE] = True
-        self._coarse = coarse.ravel()
+        self.threads = threads
+        rot, origin = conveyor_from_camera[:3, :3], conveyor_from_camera[:3, 3]
         # The stereo pair's second viewpoint sits along the optical x axis.
-        self._second_eye = (origin + rot[:, 0] * stereo_baseline).astype(np.float32)
-        w2 = belt.width / 2.0
-        # Belt surface (top at z = 0), two rails, the floor: geometry ids 0..3 in every scene.
-        self._static = [
-            (o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(t.astype(np.uint32)))
-            for v, t in (
-                _box_mesh((-50.0, -w2, -0.02), (50.0, w2, 0.0)),
-                _box_mesh((-50.0, -w2 - 0.06, -0.02), (50.0, -w2, RAIL_HEIGHT)),
-                _box_mesh((-50.0, w2, -0.02), (50.0, w2 + 0.06, RAIL_HEIGHT)),
-                _box_mesh((-50.0, -50.0, -FLOOR_DEPTH - 0.01), (50.0, 50.0, -FLOOR_DEPTH)),
-            )
-        ]
-        # Belt, rails and floor never move: ray-cast them once. Per frame only the pixels
-        # that parcels may cover are cast again.
-        static = o3d.t.geometry.RaycastingScene()
-        for v, t in self._static:
-            static.add_triangles(v, t)
-        bg = static.cast_rays(self._rays)
-        self._bg_t = bg['t_hit'].numpy()
-        self._bg_geom = np.where(np.isfinite(self._bg_t), bg['geometry_ids'].numpy(), -1)
-        self._bg_normals = _facing_camera(bg['primitive_normals'].numpy(), dirs)
-        # Belt texture coordinates of every pixel that sees the belt, for one cv2.remap a frame.
-        bg_pts = origin + dirs * np.where(np.isfinite(self._bg_t), self._bg_t, 0.0)[:, None]
-        rows, cols = belt.texture.shape[:2]
-        self._belt_rows = (bg_pts[:, 0] / belt.period * rows).reshape(h, w).astype(np.float32)
-        self._belt_cols = np.clip((bg_pts[:, 1] / belt.width + 0.5) * cols, 0, cols - 1)
-        self._belt_cols = self._belt_cols.reshape(h, w).astype(np.float32)
+        second_eye = origin + rot[:, 0] * stereo_baseline
+        self._bg = Background(camera, conveyor_from_camera, belt, lighting, second_eye)
+        self._regions = ParcelRegions(
+            camera,
+            conveyor_from_camera,
+            lighting.direction,
+            second_eye,
+            belt_half_width=belt.width / 2.0,
+            floor_depth=FLOOR_DEPTH,
+            floor_pixels=self._bg.floor_mask(),
+            stride=SHADOW_STRIDE,
+        )
+        self._scene = ParcelScene(self._bg, [])
 
-    def render(
-        self, parcels: list[tuple[PlacedParcel, Matrix4]], belt_offset: float
-    ) -> RenderOutput:
-        """Render parcels at their conveyor-frame poses; `belt_offset` moves the belt texture."""
-        scene = o3d.t.geometry.RaycastingScene()
-        for v, t in self._static:
-            scene.add_triangles(v, t)
-        n_static = len(self._static)
-        verts, vnorms, tris, tri_offsets = [], [], [], [0]
-        vert_offset = 0
-        for placed, pose in parcels:
-            shape = placed.shape
-            rot = pose[:3, :3].T.astype(np.float32)
-            v = shape.vertices @ rot + pose[:3, 3].astype(np.float32)
-            scene.add_triangles(o3d.core.Tensor(v), o3d.core.Tensor(shape.triangles))
-            verts.append(v)
-            vnorms.append(shape.vertex_normals @ rot)
-            tris.append(shape.triangles.astype(np.int64) + vert_offset)
-            tri_offsets.append(tri_offsets[-1] + len(shape.triangles))
-            vert_offset += len(v)
+    def render(self, parcels: list[PlacedParcel], belt_offset: float) -> RenderOutput:
+        """Render parcels carried `belt_offset` metres along conveyor x by the belt.
+
+        Args:
+            parcels: poses in belt coordinates (PlacedParcel.pose): in the conveyor frame each
+                lies at its pose moved by `belt_offset` along x.
+            belt_offset: how far the belt (its texture and the parcels) has moved, metres.
+
+        Returns:
+            The frame; `parcel_pixels` follows the order of `parcels`.
+        """
+        bg = self._bg
+        shift = make_transform(np.eye(3), [belt_offset, 0.0, 0.0])
+        poses = [shift @ p.pose for p in parcels]
+        roi, blocks = self._regions.find(
+            [box_corners(p.shape, pose) for p, pose in zip(parcels, poses, strict=True)]
+        )
+        if not self._scene.holds(parcels):
+            self._scene = ParcelScene(bg, parcels)
+        roi_idx = np.flatnonzero(roi)  # the pixels that may show a parcel
+        hits = self._scene.cast(roi_idx, belt_offset, self.threads)
+        # ROI pixels grouped by parcel once (ascending pixel index within each parcel).
+        order = np.argsort(hits.parcel, kind='stable')
+        bounds = np.searchsorted(hits.parcel[order], np.arange(len(parcels) + 1))
+        groups = [order[bounds[j] : bounds[j + 1]] for j in range(len(parcels))]
+        shadow_blocks, eye_blocks = self._block_shadows(blocks.ravel(), roi_idx, hits, belt_offset)
+        radiance, specular, luma = self._shade(
+            belt_offset, shadow_blocks, roi_idx, hits, parcels, poses, groups
+        )
+
         h, w = self.camera.height, self.camera.width
-        roi = _project_boxes_roi(verts, self.t_conv_cam, self.camera)
-        roi_idx = np.flatnonzero(roi)
-        hit = scene.cast_rays(o3d.core.Tensor(self._rays_np[roi_idx]))
-        roi_t = hit['t_hit'].numpy()
-        roi_hit = np.isfinite(roi_t)
-        roi_geom = np.where(roi_hit, hit['geometry_ids'].numpy(), -1).astype(np.int64)
-        t_hit = self._bg_t.copy()
-        t_hit[roi_idx] = roi_t
-        valid = np.isfinite(t_hit)
-        geom = self._bg_geom.astype(np.int64)
-        geom[roi_idx] = roi_geom
-        ids_lut = np.array([0] * n_static + [p.parcel_id for p, _ in parcels] + [0], np.int64)
-        parcel_ids = ids_lut[geom]  # index -1 (no hit) reads the trailing 0
-
-        points = self._origin32 + self._dirs32 * np.where(valid, t_hit, 0.0)[:, None]
-        normals = self._bg_normals.copy()
-        roi_normals = hit['primitive_normals'].numpy()
-        on_parcel = roi_geom >= n_static
-        if on_parcel.any():
-            # Smooth shading: interpolate vertex normals with the hit's barycentric coordinates.
-            k = np.flatnonzero(on_parcel)
-            vn = np.concatenate(vnorms)
-            tri = np.concatenate(tris)[
-                np.asarray(tri_offsets)[roi_geom[k] - n_static]
-                + hit['primitive_ids'].numpy()[k].astype(np.int64)
-            ]
-            bary = hit['primitive_uvs'].numpy()[k]
-            bu, bv = bary[:, 0:1], bary[:, 1:2]
-            smooth = (1 - bu - bv) * vn[tri[:, 0]] + bu * vn[tri[:, 1]] + bv * vn[tri[:, 2]]
-            smooth /= np.sqrt(np.maximum(np.einsum('ij,ij->i', smooth, smooth), 1e-12))[:, None]
-            roi_normals[k] = smooth
-        normals[roi_idx] = _facing_camera(roi_normals, self._dirs32[roi_idx])
-        # Pixels grouped by geometry once; every per-parcel step below reuses the groups.
-        order = np.argsort(geom, kind='stable')
-        bounds = np.searchsorted(geom[order], np.arange(n_static + len(parcels) + 1))
-
-        albedo, gloss, shine = self._albedo(points, order, bounds, parcels, belt_offset, normals)
-
-        # Secondary rays on a coarse grid: to the light, and to the stereo second eye.
-        sub = self._coarse & valid
-        p_sub = points[sub] + normals[sub] * np.float32(0.002)
-        to_eye = self._second_eye - p_sub
-        light = np.broadcast_to(self._light32, p_sub.shape)
-        rays2 = np.concatenate([np.c_[p_sub, light], np.c_[p_sub, to_eye]], 0)
-        # Light rays have unit length: tfar 0.999 m is far enough above a belt scene.
-        occluded = scene.test_occlusions(o3d.core.Tensor(rays2), tfar=0.999).numpy()
-        m = len(p_sub)
-        shadow_full = np.zeros(h * w, bool)
-        eye_full = np.zeros(h * w, bool)
-        shadow_full[sub] = occluded[:m]
-        eye_full[sub] = occluded[m:]
-        shadow = _spread(shadow_full.reshape(h, w)).ravel()
-        stereo_shadow = _spread(eye_full.reshape(h, w)) & valid.reshape(h, w)
-
-        lit = np.float32(self.lighting.intensity) * (~shadow)
-        ndotl = np.clip(normals @ self._light32, 0.0, None)
-        shade = np.float32(self.lighting.ambient) + ndotl * lit
-        radiance = albedo * shade[:, None]
-        spec = np.zeros(h * w, np.float32)
-        shiny = np.where(gloss > 0)[0]
-        if shiny.size:
-            ndoth = np.clip(np.einsum('ij,ij->i', normals[shiny], self._half_vec[shiny]), 0, 1)
-            spec[shiny] = gloss[shiny] * ndoth ** shine[shiny] * lit[shiny]
-            radiance[shiny] += spec[shiny, None]
-
-        depth = np.where(valid, t_hit, np.inf).astype(np.float32)
-        luma = albedo @ np.array([0.299, 0.587, 0.114], np.float32)
+        stereo_shadow = bg.stereo_shadow.copy()
+        moved = bg.pixels_of(np.flatnonzero(eye_blocks != bg.eye_blocks))
+        stereo_shadow[moved] = eye_blocks.take(bg.block_of.take(moved)) & bg.valid.take(moved)
+        stereo_shadow[roi_idx] = eye_blocks.take(bg.block_of.take(roi_idx)) & hits.hit
+        depth = bg.t.copy()
+        depth[roi_idx] = hits.t
+        ids_lut = np.array([p.parcel_id for p in parcels] + [0], np.int64)
+        parcel_ids = np.zeros(h * w, np.int64)
+        parcel_ids[roi_idx] = ids_lut.take(hits.parcel)  # index -1 reads the trailing 0
+        normals = bg.normals.copy()
+        put_rows(normals, roi_idx, hits.normals)
+        points = bg.points.copy()
+        put_rows(points, roi_idx, hits.points)
         return RenderOutput(
             depth=depth.reshape(h, w),
             parcel_ids=parcel_ids.reshape(h, w),
             normals=normals.reshape(h, w, 3),
             radiance=radiance.reshape(h, w, 3),
             albedo_luma=luma.reshape(h, w),
-            specular=spec.reshape(h, w),
-            stereo_shadow=stereo_shadow,
+            specular=specular.reshape(h, w),
+            stereo_shadow=stereo_shadow.reshape(h, w),
             points=points.reshape(h, w, 3),
-            parcel_pixels=[
-                order[bounds[n_static + k] : bounds[n_static + k + 1]] for k in range(len(parcels))
-            ],
+            parcel_pixels=[roi_idx.take(g) for g in groups],
         )
 
-    def _albedo(
-        self,
-        points: np.ndarray,
-        order: np.ndarray,
-        bounds: np.ndarray,
-        parcels: list[tuple[PlacedParcel, Matrix4]],
-        belt_offset: float,
-        normals: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-pixel albedo (N, 3), specular weight (N,) and Blinn-Phong exponent (N,).
+    def _block_shadows(
+        self, blocks: np.ndarray, roi_idx: np.ndarray, hits: PrimaryHits, belt_offset: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Light and stereo shadow of every shadow block, (B,) bool each, this frame.
 
-        `order`/`bounds` group pixel indices by geometry: order[bounds[g]:bounds[g + 1]].
+        Secondary rays start at the sample pixel of each block that parcels may change (its
+        result covers the block); the other blocks keep the static scene's answers.
         """
-        n = len(points)
-        albedo = np.zeros((n, 3), np.float32)
-        gloss = np.zeros(n, np.float32)
-        shine = np.full(n, 8.0, np.float32)
-
-        def group(g: int) -> np.ndarray:
-            return order[bounds[g] : bounds[g + 1]]
-
-        belt = group(0)
-        tex = self.belt.texture
-        shift = np.float32(belt_offset / self.belt.period * tex.shape[0])
-        belt_img = cv2.remap(
-            tex,
-            self._belt_cols,
-            self._belt_rows - shift,
-            cv2.INTER_NEAREST,
-            borderMode=cv2.BORDER_WRAP,
+        bg = self._bg
+        changed = np.flatnonzero(blocks)
+        sample = bg.block_sample.take(changed)
+        points = take_rows(bg.points, sample)
+        normals = take_rows(bg.normals, sample)
+        ok = bg.valid.take(sample)
+        if roi_idx.size:
+            at = np.minimum(np.searchsorted(roi_idx, sample), roi_idx.size - 1)
+            in_roi = roi_idx.take(at) == sample
+            at = at[in_roi]
+            points[in_roi] = take_rows(hits.points, at)
+            normals[in_roi] = take_rows(hits.normals, at)
+            ok[in_roi] = hits.hit.take(at)
+        shadow = bg.shadow_blocks.copy()
+        eye = bg.eye_blocks.copy()
+        shadow[changed] = False
+        eye[changed] = False
+        shadow[changed[ok]], eye[changed[ok]] = self._scene.occluded(
+            points[ok], normals[ok], belt_offset, self.threads
         )
-        albedo[belt] = belt_img.reshape(-1, 3)[belt]
-        rails = np.concatenate([group(1), group(2)])
-        albedo[rails] = (0.55, 0.56, 0.58)
-        gloss[rails] = 0.4
-        shine[rails] = 30.0
-        albedo[group(3)] = (0.25, 0.25, 0.27)
-        for k, (placed, pose) in enumerate(parcels):
-            sel = group(k + len(self._static))
-            if sel.size == 0:
-                continue
-            look = placed.look
-            rot = pose[:3, :3].astype(np.float32)
-            local = (points[sel] - pose[:3, 3].astype(np.float32)) @ rot
-            top = normals[sel] @ rot[:, 2] > 0.6
-            trows, tcols = look.top.shape[:2]
-            ti = np.clip((local[:, 0] + placed.shape.size[0] / 2) * TEXELS_PER_METRE, 0, trows - 1)
-            tj = np.clip((local[:, 1] + placed.shape.size[1] / 2) * TEXELS_PER_METRE, 0, tcols - 1)
-            albedo[sel] = np.where(
-                top[:, None], look.top[ti.astype(np.int64), tj.astype(np.int64)], look.side
-            )
-            gloss[sel] = look.gloss
-            shine[sel] = look.shininess
-        return albedo, gloss, shine
+        return shadow, eye
+
+    def _shade(
+        self,
+        belt_offset: float,
+        shadow_blocks: np.ndarray,
+        roi_idx: np.ndarray,
+        hits: PrimaryHits,
+        parcels: list[PlacedParcel],
+        poses: list[Matrix4],
+        groups: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, 3) radiance, (N,) specular and (N,) albedo luma of every pixel.
+
+        The static scene with this frame's belt texture, then the blocks whose light shadow
+        parcels change (static normals, new shadow), then the ROI shaded from scratch.
+        """
+        bg = self._bg
+        albedo, luma = bg.albedo(belt_offset)
+        relit = bg.pixels_of(np.flatnonzero(shadow_blocks != bg.shadow_blocks))
+        relit_albedo = take_rows(albedo, relit)
+        roi_albedo = take_rows(albedo, roi_idx)
+        gloss = bg.gloss.take(roi_idx)
+        shine = bg.shininess.take(roi_idx)
+        for placed, pose, g in zip(parcels, poses, groups, strict=True):
+            if g.size:
+                put_rows(
+                    roi_albedo,
+                    g,
+                    _parcel_albedo(
+                        placed, pose, take_rows(hits.points, g), take_rows(hits.normals, g)
+                    ),
+                )
+                gloss[g] = placed.look.gloss
+                shine[g] = placed.look.shininess
+        radiance = bg.radiance(albedo)
+        specular = bg.specular.copy()
+        lit = ~shadow_blocks.take(bg.block_of.take(relit))
+        relit_spec = bg.glare.take(relit) * lit
+        relit_shade = bg.ambient + bg.direct.take(relit) * lit
+        put_rows(radiance, relit, relit_albedo * relit_shade[:, None] + relit_spec[:, None])
+        specular[relit] = relit_spec
+
+        lit_roi = np.float32(self.lighting.intensity) * ~shadow_blocks.take(
+            bg.block_of.take(roi_idx)
+        )
+        ndotl = np.clip(hits.normals @ bg.light, 0.0, None)
+        roi_radiance = roi_albedo * (bg.ambient + ndotl * lit_roi)[:, None]
+        # Blinn-Phong glare; matte surfaces (gloss 0) get exactly 0.
+        half = take_rows(bg.half_vec, roi_idx)
+        ndoth = np.clip(np.einsum('ij,ij->i', hits.normals, half), 0, 1)
+        roi_spec = gloss * ndoth**shine * lit_roi
+        roi_radiance += roi_spec[:, None]
+        put_rows(radiance, roi_idx, roi_radiance)
+        specular[roi_idx] = roi_spec
+        luma[roi_idx] = roi_albedo @ LUMA_WEIGHTS
+        return radiance, specular, luma
 
 
-def _project_boxes_roi(
-    vertex_sets: list[np.ndarray], t_conv_cam: Matrix4, camera: CameraModel
+def _parcel_albedo(
+    placed: PlacedParcel, pose: Matrix4, points: np.ndarray, normals: np.ndarray
 ) -> np.ndarray:
-    """(H*W,) bool: pixels inside the image rectangles that bound each vertex set."""
-    h, w = camera.height, camera.width
-    roi = np.zeros((h, w), bool)
-    rot, pos = t_conv_cam[:3, :3], t_conv_cam[:3, 3]
-    for v in vertex_sets:
-        lo, hi = v.min(axis=0), v.max(axis=0)
-        corners = np.array(
-            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
-        )
-        cam = (corners - pos) @ rot
-        if np.all(cam[:, 2] <= 0.01):
-            continue
-        z = np.maximum(cam[:, 2], 0.01)
-        u = camera.fx * cam[:, 0] / z + camera.cx
-        v_ = camera.fy * cam[:, 1] / z + camera.cy
-        c0, c1 = (
-            int(np.clip(np.floor(u.min()) - 1, 0, w)),
-            int(np.clip(np.ceil(u.max()) + 1, 0, w)),
-        )
-        r0, r1 = (
-            int(np.clip(np.floor(v_.min()) - 1, 0, h)),
-            int(np.clip(np.ceil(v_.max()) + 1, 0, h)),
-        )
-        roi[r0:r1, c0:c1] = True
-    return roi.ravel()
-
-
-def _facing_camera(normals: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-    """Turn (N, 3) normals toward the viewer (double-sided surfaces such as open flaps)."""
-    away = np.einsum('ij,ij->i', normals, dirs) > 0
-    normals[away] *= -1
-    return normals
-
-
-def _spread(mask: np.ndarray) -> np.ndarray:
-    """Spread the values on the coarse grid to their SHADOW_STRIDE-square blocks."""
-    s = SHADOW_STRIDE
-    h, w = mask.shape
-    return np.repeat(np.repeat(mask[::s, ::s], s, axis=0), s, axis=1)[:h, :w]
+    """(K, 3) albedo of K hit points on a parcel: top texture facing up, side colour elsewhere."""
+    look = placed.look
+    rot = pose[:3, :3].astype(np.float32)
+    albedo = np.empty((len(points), 3), np.float32)
+    albedo[:] = look.side
+    top = np.flatnonzero(normals @ rot[:, 2] > 0.6)
+    if top.size:
+        local = (take_rows(points, top) - pose[:3, 3].astype(np.float32)) @ rot
+        trows, tcols = look.top.shape[:2]
+        size = placed.shape.size
+        ti = np.clip((local[:, 0] + size[0] / 2) * TEXELS_PER_METRE, 0, trows - 1)
+        tj = np.clip((local[:, 1] + size[1] / 2) * TEXELS_PER_METRE, 0, tcols - 1)
+        texel = ti.astype(np.int64) * tcols + tj.astype(np.int64)
+        put_rows(albedo, top, take_rows(look.top.reshape(-1, 3), texel))
+    return albedo

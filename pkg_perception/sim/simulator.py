@@ -151,7 +151,7 @@ class ConveyorSimulator:
         placed = self._layout.parcels_between(cam_x - self._view_half, cam_x + self._view_half)
         shift = make_transform(np.eye(3), [offset, 0.0, 0.0])
         posed = [(p, shift @ p.pose) for p in placed]
-        render = self.renderer.render(posed, offset)
+        render = self.renderer.render(placed, offset)
         noise_rng = np.random.default_rng([self.seed, 2, index])
         depth_mm = apply_depth_noise(render, cfg.depth_noise, noise_rng)
         color = apply_color_noise(render, noise_rng, self.exposure)
@@ -181,9 +181,9 @@ class ConveyorSimulator:
             rot = pose[:3, :3]
             centre = pose[:3, :3] @ face.center + pose[:3, 3]
             normal = rot[:, 2]
-            local = (points[pix] - pose[:3, 3]) @ rot
+            local = (points.take(pix, axis=0) - pose[:3, 3]) @ rot
             on_face = (
-                (normals[pix] @ normal > np.cos(np.radians(25)))
+                (normals.take(pix, axis=0) @ normal > np.cos(np.radians(25)))
                 & (np.abs(local[:, 0] - face.center[0]) <= face.half_extents[0])
                 & (np.abs(local[:, 1] - face.center[1]) <= face.half_extents[1])
                 & (local[:, 2] > face.center[2] - 0.02)

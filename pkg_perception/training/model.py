@@ -64,21 +64,29 @@ class ParcelNet(nn.Module):
     """(N, 5, H, W) input -> (N, 6, H/2, W/2) logits: 5 classes (0 = belt), edge distance.
 
     Most compute sits at 1/8 and 1/16 scale where it is cheap; the 1/2 and 1/4 stages are
-    thin and only sharpen edges.
+    thin and only sharpen edges. A fifth width adds a 1/32 stage: telling a mailer from a
+    box needs the whole parcel in view, and a 1/16 stage alone sees less than a large one.
     """
 
     def __init__(
         self,
-        widths: tuple[int, int, int, int] = (16, 32, 64, 128),
-        blocks: tuple[int, int, int] = (0, 1, 2),
+        widths: tuple[int, ...] = (16, 32, 64, 128, 160),
+        blocks: tuple[int, ...] = (0, 1, 2, 2),
     ) -> None:
         super().__init__()
-        c2, c4, c8, c16 = widths
+        if len(widths) not in (4, 5) or len(blocks) != len(widths) - 1:
+            raise ValueError(f'widths {widths} / blocks {blocks}: 4 or 5 widths, one block less')
+        c2, c4, c8, c16 = widths[:4]
         self.widths, self.blocks = widths, blocks
         self.stem = nn.Sequential(conv_bn(INPUT_CHANNELS, c2, stride=2), conv_bn(c2, c2))
         self.down4 = self._stage(c2, c4, blocks[0])
         self.down8 = self._stage(c4, c8, blocks[1])
         self.down16 = self._stage(c8, c16, blocks[2], dilated=True)
+        self.down32: nn.Module | None = None
+        self.up16: Up | None = None
+        if len(widths) == 5:
+            self.down32 = self._stage(c16, widths[4], blocks[3])
+            self.up16 = Up(widths[4], c16, c16)
         self.up8 = Up(c16, c8, c8)
         self.up4 = Up(c8, c4, c4)
         self.up2 = Up(c4, c2, c2)
@@ -97,5 +105,7 @@ class ParcelNet(nn.Module):
         f4 = self.down4(f2)
         f8 = self.down8(f4)
         f16 = self.down16(f8)
+        if self.down32 is not None and self.up16 is not None:
+            f16 = self.up16(self.down32(f16), f16)
         y = self.up2(self.up4(self.up8(f16, f8), f4), f2)
         return self.head(y)
