@@ -147,7 +147,8 @@ class LiftedParcel:
             grid[self.cell_index[self.plane.inliers]] = 1
         grid = grid.reshape(self.grid_shape) | self.holes
         closed = cv2.morphologyEx(grid, cv2.MORPH_CLOSE, _CROSS, borderValue=0) & self.inside
-        closed = _fill_enclosed(closed)
+        # A mask's own holes (another parcel lying inside its outline) stay edges.
+        closed = _fill_enclosed(closed) & self.inside
         if border:
             closed = cv2.copyMakeBorder(closed, *(border,) * 4, cv2.BORDER_CONSTANT, value=0)
         return closed

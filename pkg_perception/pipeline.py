@@ -97,9 +97,7 @@ class Pipeline:
         Raises:
             InputError: when it has to be estimated and the depth shows no plane.
         """
-        t = self._lookup(frame, CONVEYOR_FRAME)
-        if t is None:
-            t = self.t_conveyor_camera
+        t = self._conveyor_camera(frame)
         if t is not None:
             return BeltPlane.from_extrinsics(t), ()
         return estimate_belt_plane(frame.depth, frame.camera), (FLAG_BELT_ESTIMATED,)
@@ -115,10 +113,13 @@ class Pipeline:
             return frame.frame_id, np.eye(4), (FLAG_TF_FALLBACK,)
         return self.target_frame, t, ()
 
+    def _conveyor_camera(self, frame: RGBDFrame) -> Matrix4 | None:
+        """T_conveyor_camera from the frame's /tf_static, else the config's, else None."""
+        t = self._lookup(frame, CONVEYOR_FRAME)
+        return self.t_conveyor_camera if t is None else t
+
     def _conveyor_rotation(self, frame: RGBDFrame, t_out_cam: Matrix4) -> Matrix4 | None:
-        t_conv_cam = self._lookup(frame, CONVEYOR_FRAME)
-        if t_conv_cam is None:
-            t_conv_cam = self.t_conveyor_camera
+        t_conv_cam = self._conveyor_camera(frame)
         if t_conv_cam is None:
             return None
         return t_out_cam[:3, :3] @ t_conv_cam[:3, :3].T
