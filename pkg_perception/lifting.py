@@ -109,7 +109,6 @@ class LiftedParcel:
     stride: int
     grid_shape: tuple[int, int]
     inside: npt.NDArray[np.bool_]  # grid cells in the mask
-    holes: npt.NDArray[np.bool_]  # grid cells in the mask without depth
     plane: PlaneFit | None  # top surface; inliers index `points`
     tolerance: float  # plane inlier distance used, metres
     centroid: FloatArray  # (3,) mean of the points: steadier than any fitted feature
@@ -132,11 +131,13 @@ class LiftedParcel:
         return self.instance.label
 
     def surface_grid(self, *, border: int = 0) -> npt.NDArray[np.uint8]:
-        """(rows, cols) uint8, 1 on cells of the top plane or in the mask without depth.
+        """(rows, cols) uint8, 1 on cells of the top plane and on what the plane encloses.
 
-        A hole in depth (a dark label, glare) is no edge of the surface; whether a cup over
-        it seals is judged from the depth around it. Single cells off the plane inside it
-        (depth noise beyond the tolerance) are closed too, or every noisy sample would
+        A hole in depth that the surface encloses (a dark label, glare) is no edge of it;
+        whether a cup over it seals is judged from the depth around it. One that reaches the
+        mask's outline is: it is most often the stereo shadow along a tall box's side, and
+        counting it would put the top's edge beyond the real one. Single cells off the
+        plane (depth noise beyond the tolerance) are closed, or every noisy sample would
         count as an edge. So is any patch off the plane that the surface encloses (a
         wrinkle on a bag's crown, a dent in a lid): the depth under the cup judges it.
         `border` cells of 0 are added around (for distance transforms).
@@ -145,7 +146,7 @@ class LiftedParcel:
         grid = np.zeros(gh * gw, dtype=np.uint8)
         if self.plane is not None:
             grid[self.cell_index[self.plane.inliers]] = 1
-        grid = grid.reshape(self.grid_shape) | self.holes
+        grid = grid.reshape(self.grid_shape)
         closed = cv2.morphologyEx(grid, cv2.MORPH_CLOSE, _CROSS, borderValue=0) & self.inside
         # A mask's own holes (another parcel lying inside its outline) stay edges.
         closed = _fill_enclosed(closed) & self.inside
@@ -179,7 +180,6 @@ class _Sample:
     shape: tuple[int, int]
     cells: npt.NDArray[np.intp]  # flat grid indices with valid depth
     inside: npt.NDArray[np.bool_]  # grid: in the mask
-    holes: npt.NDArray[np.bool_]  # grid: in the mask, without depth
     z: npt.NDArray[np.float32]
     xy: npt.NDArray[np.float32]  # normalized ray coordinates
 
@@ -204,7 +204,7 @@ def _sample(
     if len(cells) < params.min_points:
         return None
     xy = rays[y0:y1:stride, x0:x1:stride][valid]
-    return _Sample(inst, stride, valid.shape, cells, inside, inside ^ valid, z_grid[valid], xy)
+    return _Sample(inst, stride, valid.shape, cells, inside, z_grid[valid], xy)
 
 
 def lift_all(
@@ -292,7 +292,6 @@ def lift_all(
                 stride=s.stride,
                 grid_shape=s.shape,
                 inside=s.inside,
-                holes=s.holes,
                 plane=plane,
                 tolerance=float(tol[i]),
                 centroid=centroid[i],

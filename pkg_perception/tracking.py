@@ -40,7 +40,9 @@ class TrackingConfig:
         velocity_window: recent per-parcel velocity samples the estimate is the median of.
         class_penalty: metres added to the match cost when the classes differ.
         pile_memory: frames a parcel must be seen resting on another before the tracker
-            remembers it there once it is out of sight (0 turns the memory off).
+            remembers it there once it is out of sight (0 turns the memory off). It must
+            also have been seen on it in most frames that showed both: a neighbour that
+            seemed to lie on it in a few ambiguous views is not remembered.
     """
 
     belt_velocity: tuple[float, float, float] | None = None
@@ -84,8 +86,10 @@ class _Track:
     parcel_class: ParcelClass
     missed: int = 0
     age: int = 0  # frames since the track started
-    # Track id -> frames it was seen resting on this one (pile order memory).
+    # Track id -> frames it was seen resting on this one (pile order memory), and frames
+    # both were in view since it was first seen on it.
     carried: dict[int, int] = field(default_factory=dict)
+    together: dict[int, int] = field(default_factory=dict)
 
 
 class Tracker:
@@ -243,16 +247,23 @@ class Tracker:
         out = []
         for p, tid in zip(parcels, ids, strict=True):
             on_it = {by_label[s] for s in p.supports if s in by_label}
-            carried = by_id[tid].carried
+            track = by_id[tid]
+            carried, together = track.carried, track.together
             for s in on_it:
                 carried[s] = carried.get(s, 0) + 1
+            for s in carried:
+                if s in seen_now:
+                    together[s] = together.get(s, 0) + 1
             # Pile order does not change on a belt: a parcel seen on this one for a few
             # frames stays on it after it leaves the view or is hidden. One in view and no
             # longer seen on it has been taken off.
             remembered = {
                 s
                 for s, n in carried.items()
-                if cfg.pile_memory and n >= cfg.pile_memory and s not in seen_now
+                if cfg.pile_memory
+                and n >= cfg.pile_memory
+                and 2 * n >= together[s]
+                and s not in seen_now
             }
             supports = tuple(sorted(on_it | remembered))
             out.append(replace(p, track_id=tid, velocity=velocity.copy(), supports=supports))

@@ -81,6 +81,25 @@ def test_every_cup_keeps_its_radius_from_edges_and_the_image_border() -> None:
     assert grasps[0].parcel_id == 2
 
 
+def test_a_band_without_depth_along_the_outline_is_an_edge_not_more_surface() -> None:
+    # A tall box's mask takes in its side face, and stereo leaves that side without depth:
+    # the top must still end at the top's own edge.
+    block = Block(0.05, 0.0, 0.12, 0.10, 0.15)
+    depth, labels = render([block])
+    band = np.roll(labels == 1, 16, axis=1) & (labels == 0)  # ~8 cm beyond one side
+    labels[band] = 1
+    depth[band] = np.nan
+    seg = segmentation(labels, [block])
+    lifted = lift_all(seg, depth, CAMERA, BELT, CONFIG.lift)
+    grasps = plan_grasps(lifted, labels, depth, CAMERA, BELT, CONFIG, stamp_ns=0)
+    suction = [g for g in grasps if g.kind is GraspKind.SUCTION]
+    assert suction
+    for g in suction:
+        x, y, _ = _on_belt(g.pose[:3, 3])[0]
+        inside = min(block.length / 2 - abs(x - block.x), block.width / 2 - abs(y - block.y))
+        assert inside >= CONFIG.cup_radius + CONFIG.edge_margin - 0.004
+
+
 def test_a_strip_narrower_than_the_cup_gets_a_jaw_grasp_only() -> None:
     _, grasps = _plan([Block(0.0, 0.0, 0.25, 0.04, 0.10)])
     assert [g.kind for g in grasps] == [GraspKind.PARALLEL_JAW]

@@ -123,6 +123,20 @@ def test_supports_come_back_as_track_ids_and_are_remembered_out_of_sight() -> No
     assert out[0].supports == (upper.track_id,)
 
 
+def test_a_neighbour_seen_on_it_in_a_few_ambiguous_views_is_not_remembered() -> None:
+    tracker = Tracker(TrackingConfig(belt_velocity=tuple(BELT), pile_memory=3))
+    for k in range(10):
+        x = BELT[0] * k * PERIOD_NS * 1e-9
+        on = (6,) if k in (0, 3, 5) else ()
+        out = tracker.update(
+            [_parcel(5, x, 0.0, supports=on), _parcel(6, x + 0.05, 0.0)], k * PERIOD_NS
+        )
+    assert out[0].supports == ()
+    # The neighbour leaves the view: three sightings in ten frames are not a pile.
+    out = tracker.update([_parcel(5, BELT[0] * 10 * PERIOD_NS * 1e-9, 0.0)], 10 * PERIOD_NS)
+    assert out[0].supports == ()
+
+
 def test_predicted_grasp_moves_with_the_belt() -> None:
     tracker = Tracker(TrackingConfig(belt_velocity=tuple(BELT)))
     (parcel,) = tracker.update([_parcel(1, 0.0, 0.0)], 1_000_000_000)
