@@ -97,8 +97,12 @@ def estimate_belt_plane(
 CONVEYOR_FRAME = 'conveyor'
 
 
-def belt_for_frame(frame: RGBDFrame, conveyor_from_camera: npt.NDArray | None = None) -> BeltPlane:
-    """The frame's /tf_static (conveyor -> camera), else the configured extrinsics, else RANSAC."""
+def belt_for_frame(frame: RGBDFrame) -> BeltPlane:
+    """The frame's /tf_static (conveyor -> camera), else RANSAC: for offline scoring.
+
+    The node's pipeline also honours configured extrinsics and caches the lookup
+    (`Pipeline.belt_plane`).
+    """
     if frame.transforms is not None:
         try:
             return BeltPlane.from_extrinsics(
@@ -106,6 +110,4 @@ def belt_for_frame(frame: RGBDFrame, conveyor_from_camera: npt.NDArray | None = 
             )
         except KeyError:
             pass
-    if conveyor_from_camera is not None:
-        return BeltPlane.from_extrinsics(conveyor_from_camera)
     return estimate_belt_plane(frame.depth, frame.camera)
