@@ -63,7 +63,9 @@ def pile_order(
     # Labels renumbered 1..P (0 elsewhere) in the narrowest integer type: these arrays are
     # compared whole several times per frame.
     small = np.uint8 if len(lifted) < 255 else np.uint16
-    lut = np.zeros(int(labels.max()) + 1, dtype=small)
+    # A small mask can fall between the coarse grid's samples: size the table for both.
+    top_label = max(int(labels.max()), max(p.label for p in lifted))
+    lut = np.zeros(top_label + 1, dtype=small)
     lut[[p.label for p in lifted]] = np.arange(1, len(lifted) + 1)
     compact = lut[labels]
     ia, ib, ha, hb = [], [], [], []

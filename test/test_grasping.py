@@ -226,3 +226,18 @@ def test_camera_height_sanity() -> None:
     depth, labels = render([])
     assert not labels.any()
     np.testing.assert_allclose(depth, CAMERA_HEIGHT, atol=1e-6)
+
+
+def test_a_mask_the_coarse_pile_grid_misses_is_still_lifted() -> None:
+    """Label 3 covers odd rows only; the pile test samples every second row and never sees it."""
+    blocks = [Block(-0.15, 0.0, 0.2, 0.2, 0.10), Block(0.1, 0.0, 0.15, 0.15, 0.12)]
+    depth, labels = render(blocks)
+    stripes = np.zeros(labels.shape, dtype=bool)
+    stripes[101:141:2, 150:190] = True
+    labels[stripes] = 3
+    depth[stripes] = CAMERA_HEIGHT - 0.05
+    seg = segmentation(labels, [*blocks, Block(0.6, 0.3, 0.1, 0.1, 0.05)])
+    assert not (labels[::2, ::2] == 3).any()
+    lifted = lift_all(seg, depth, CAMERA, BELT, LiftParams(min_points=3))
+    assert 3 in {p.label for p in lifted}
+    assert all(not p.over for p in lifted)

@@ -21,7 +21,7 @@ from pkg_perception.training.run import config_from_dict, load_weights
 from pkg_perception.training.samples import OUTPUT_STRIDE
 
 OPSET = 17
-MODEL_VERSION = '1.2.0'
+MODEL_VERSION = '1.3.0'
 
 
 @dataclass(frozen=True)
