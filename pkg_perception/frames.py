@@ -56,6 +56,12 @@ class CameraModel:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
 
+def usable_depth(z: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
+    """0 < z < 2 km: one comparison that also rejects NaN and inf (invalid depth)."""
+    with np.errstate(invalid='ignore'):
+        return np.abs(z - z.dtype.type(1000.0)) < z.dtype.type(1000.0)
+
+
 def depth_from_millimetres(depth_mm: npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
     """16UC1 millimetres (0 invalid) -> float32 metres (NaN invalid)."""
     depth = depth_mm.astype(np.float32) * np.float32(0.001)

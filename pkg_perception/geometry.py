@@ -308,19 +308,21 @@ def ransac_padded(
     normals /= np.where(ok, norm, 1.0)[..., None]
     facing = normals @ up
     normals *= np.where(facing < 0, -1.0, 1.0)[..., None]
-    ok &= np.abs(facing) >= cos_tilt
+    upright = np.abs(facing)  # = normals @ up now that they are turned up
+    ok &= upright >= cos_tilt
     offsets = -np.einsum('phi,phi->ph', normals, a)
     idx = (np.arange(sample)[None, :] * counts[:, None]) // sample
     sub = pad[rows[:, None], idx].astype(np.float32)  # (P, S, 3); float32 halves the cost
     sub[~valid[rows[:, None], idx]] = np.nan  # never near any plane
-    planes = np.concatenate([normals, offsets[..., None]], axis=2).astype(np.float32)
-    dist = sub @ planes[:, :, :3].transpose(0, 2, 1) + planes[:, None, :, 3]
+    dist = (
+        sub @ normals.astype(np.float32).transpose(0, 2, 1) + offsets.astype(np.float32)[:, None]
+    )
     near = np.abs(dist) < tol[:, None, None].astype(np.float32)
     score = np.where(ok, near.sum(axis=1), -1)
     # Among hypotheses nearly as well supported as the best, the most upright wins: on a
     # dome (a poly bag) a plane along a flank holds as many points as the one on the crown.
     close = score >= np.ceil(close_enough * score.max(axis=1, keepdims=True))
-    best = np.where(close & ok, facing_abs(normals, up), -2.0).argmax(axis=1)
+    best = np.where(close & ok, upright, -2.0).argmax(axis=1)
     good = ok[rows, best] & (counts >= 3)
     normal, d = normals[rows, best], offsets[rows, best]
     for _ in range(refits):
@@ -337,11 +339,6 @@ def ransac_padded(
     good &= n_in >= 3
     rms = np.sqrt(np.where(inl, dist * dist, 0.0).sum(axis=1) / np.maximum(n_in, 1))
     return normal, d, inl, rms, good
-
-
-def facing_abs(normals: FloatArray, up: FloatArray) -> FloatArray:
-    """|normal . up| for (..., 3) normals."""
-    return np.abs(normals @ up)
 
 
 def plane_basis(normal: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:

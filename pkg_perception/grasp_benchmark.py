@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 
 from pkg_perception.benchmarks import machine_description, update_section
-from pkg_perception.frames import RGBDFrame, depth_from_millimetres
+from pkg_perception.frames import RGBDFrame
 from pkg_perception.grasping import GraspConfig
 from pkg_perception.pipeline import Pipeline
 from pkg_perception.segmentation.oracle import GroundTruthSegmenter
-from pkg_perception.sim.ground_truth import GroundTruth
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
 
 # Ten parcels in view: a D455-like wide field of view from 1.6 m over a 1 m belt.
@@ -39,16 +38,7 @@ STAGES = ('lift', 'grasp', 'track')
 def simulated_frames(config: SimConfig, seed: int, count: int) -> Iterator[RGBDFrame]:
     """Frames straight from the simulator, as BagFrameReader would deliver them."""
     sim = ConveyorSimulator(config, seed)
-    tree = sim.transforms
-    for f in sim.frames(count):
-        yield RGBDFrame(
-            color=f.color,
-            depth=depth_from_millimetres(f.depth_mm),
-            camera=sim.camera,
-            stamp_ns=f.stamp_ns,
-            transforms=tree,
-            ground_truth=GroundTruth(f.truth, f.instance_ids),
-        )
+    return (sim.rgbd_frame(k) for k in range(count))
 
 
 def time_pipeline(

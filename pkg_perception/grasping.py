@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pkg_perception.errors import ConfigError
-from pkg_perception.frames import CameraModel
+from pkg_perception.frames import CameraModel, usable_depth
 from pkg_perception.geometry import (
     cross,
     fit_planes,
@@ -206,10 +206,11 @@ def plan(
         config: tool geometry and limits.
     """
     parts = []
+    factors = _parcel_factors(parcels, config, labels.shape)
     if config.suction:
-        parts.append(_suction(parcels, labels, depth, camera, belt, config))
+        parts.append(_suction(parcels, factors, labels, depth, camera, belt, config))
     if config.parallel_jaw:
-        parts.append(_jaws(parcels, labels, depth, camera, belt, config))
+        parts.append(_jaws(parcels, factors, labels, depth, camera, belt, config))
     parts = [part for part in parts if part is not None]
     if not parts:
         return GraspPlan(
@@ -251,17 +252,22 @@ _Arrays = tuple[
 ]
 
 
-def _pile_factors(
+def _parcel_factors(
     parcels: list[LiftedParcel], config: GraspConfig, shape: tuple[int, ...]
 ) -> npt.NDArray[np.float64]:
-    """Per parcel: the under-another penalty times the cut-by-the-border penalty."""
+    """Per parcel, the factor every candidate on it is scaled by.
+
+    Mask confidence, times the under-another (or beside-a-taller-one) penalty, times the
+    cut-by-the-border penalty; computed once per frame for both tools.
+    """
     h, w = shape[:2]
     out = []
     for p in parcels:
         x0, y0, x1, y1 = p.instance.box
         cut = x0 <= 0 or y0 <= 0 or x1 >= w or y1 >= h
         out.append(
-            (
+            p.instance.score
+            * (
                 config.under_penalty
                 if p.over or p.covered
                 else config.beside_higher_penalty
@@ -311,6 +317,7 @@ def _cup_centres(
 
 def _suction(
     parcels: list[LiftedParcel],
+    factors: npt.NDArray[np.float64],
     labels: npt.NDArray[np.uint16],
     depth: npt.NDArray[np.float32],
     camera: CameraModel,
@@ -358,12 +365,7 @@ def _suction(
     edge_m /= max(camera.fx, camera.fy)
     edge = np.clip((edge_m - need) / config.edge_score_distance, 0.0, 1.0)
     upright = np.clip(1.0 - tilt / config.max_tilt_deg, 0.0, 1.0)
-    conf = np.array([p.instance.score for p in parcels])[idx]
-    scores = (
-        conf
-        * _pile_factors(parcels, config, labels.shape)[idx]
-        * (0.4 * flat + 0.35 * edge + 0.25 * upright)
-    )
+    scores = factors[idx] * (0.4 * flat + 0.35 * edge + 0.25 * upright)
     ok = (
         (counts >= config.min_cup_points)
         & (tilt <= config.max_tilt_deg)
@@ -426,8 +428,7 @@ def _cup_patches(
     uu = np.clip(uu, 0, w - 1)
     vv = np.clip(vv, 0, h - 1)
     z = depth[vv, uu].astype(np.float64)
-    with np.errstate(invalid='ignore'):
-        valid = inside & (labels[vv, uu] == label_of[:, None]) & (np.abs(z - 1e3) < 1e3)
+    valid = inside & (labels[vv, uu] == label_of[:, None]) & usable_depth(z)
     z = np.where(valid, z, 0.0)
     pts = np.empty((*z.shape, 3))
     pts[..., :2] = normalized_rays(camera)[vv, uu] * z[..., None]
@@ -440,6 +441,7 @@ def _cup_patches(
 
 def _jaws(
     parcels: list[LiftedParcel],
+    factors: npt.NDArray[np.float64],
     labels: npt.NDArray[np.uint16],
     depth: npt.NDArray[np.float32],
     camera: CameraModel,
@@ -506,10 +508,7 @@ def _jaws(
     chosen_idx = np.array(chosen, np.intp)[ok]
     tilt = np.degrees(np.arccos(np.clip(normal[ok] @ belt.normal, -1.0, 1.0)))
     upright = np.clip(1.0 - tilt / config.max_tilt_deg, 0.0, 1.0)
-    conf = np.array([p.instance.score for p in sel])[ok]
-    scores = (
-        conf * _pile_factors(parcels, config, labels.shape)[chosen_idx] * config.jaw_score_scale
-    )
+    scores = factors[chosen_idx] * config.jaw_score_scale
     scores *= 0.5 + 0.5 * upright
     k = int(ok.sum())
     poses = np.zeros((k, 4, 4))

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pkg_perception.errors import ConfigError
-from pkg_perception.frames import CameraModel
+from pkg_perception.frames import CameraModel, usable_depth
 from pkg_perception.geometry import (
     PlaneFit,
     cross,
@@ -34,7 +34,6 @@ from pkg_perception.transforms import make_transform
 
 FloatArray = npt.NDArray[np.float64]
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-_MID_RANGE = np.float32(1000.0)  # depth is valid in (0, 2 * _MID_RANGE) metres
 
 
 @dataclass(frozen=True)
@@ -198,8 +197,7 @@ def _sample(
     stride = max(1, math.ceil(math.sqrt(inst.area / params.max_points)))
     z_grid = depth[y0:y1:stride, x0:x1:stride]
     inside = seg.labels[y0:y1:stride, x0:x1:stride] == inst.label
-    with np.errstate(invalid='ignore'):
-        valid = inside & (np.abs(z_grid - _MID_RANGE) < _MID_RANGE)  # 0 < z < 2 km: no inf
+    valid = inside & usable_depth(z_grid)
     cells = np.flatnonzero(valid)
     if len(cells) < params.min_points:
         return None

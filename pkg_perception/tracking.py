@@ -208,9 +208,7 @@ class Tracker:
                 if size[0] * size[1] >= track.box[1][0] * track.box[1][1] or track.missed:
                     track.box = (parcels[c].box.pose, size)
                 else:  # keep the largest view of the parcel, carried along with the belt
-                    pose = track.box[0].copy()
-                    pose[:3, 3] += velocity * dt
-                    track.box = (pose, track.box[1])
+                    track.box = _moved(track.box, velocity * dt)
                 track.parcel_class = parcels[c].parcel_class
                 track.missed = 0
                 track.age += 1
@@ -226,9 +224,7 @@ class Tracker:
                 track.age += 1
                 track.position = track.position + velocity * dt
                 track.top = track.top + velocity * dt
-                pose = track.box[0].copy()
-                pose[:3, 3] += velocity * dt
-                track.box = (pose, track.box[1])
+                track.box = _moved(track.box, velocity * dt)
                 if track.missed > cfg.max_missed:
                     continue
             kept.append(track)
@@ -284,9 +280,7 @@ class Tracker:
         out = np.empty((len(track_rows), len(parcels)))
         for i, r in enumerate(track_rows):
             t = self._tracks[r]
-            pose = t.box[0].copy()
-            pose[:3, 3] += shift
-            to_track = _outside(points, pose, t.box[1])
+            to_track = _outside(points, *_moved(t.box, shift))
             to_det = np.array(
                 [_outside((t.position + shift)[None], p.box.pose, p.box.size)[0] for p in parcels]
             )
@@ -296,6 +290,15 @@ class Tracker:
     def predict(self, candidate: GraspCandidate, stamp_ns: int) -> GraspCandidate:
         """The candidate where its parcel will be at `stamp_ns` (moved with its velocity)."""
         return candidate.at_time(stamp_ns)
+
+
+def _moved(
+    box: tuple[FloatArray, FloatArray], offset: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """A (pose, size) box translated by `offset` (the belt's travel), as a new pose."""
+    pose = box[0].copy()
+    pose[:3, 3] += offset
+    return pose, box[1]
 
 
 def _outside(points: FloatArray, pose: FloatArray, size: FloatArray) -> FloatArray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pkg_perception.benchmarks import machine_description, update_section
-from pkg_perception.frames import RGBDFrame, depth_from_millimetres
+from pkg_perception.frames import RGBDFrame
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.config import SegmentationConfig
 from pkg_perception.segmentation.geometric import GeometricSegmenter
@@ -20,12 +20,7 @@ from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
 
 def _frames(count: int, seed: int) -> tuple[list[RGBDFrame], BeltPlane]:
     sim = ConveyorSimulator(SimConfig(scene='piles'), seed)
-    frames = []
-    for k in range(count):
-        f = sim.frame(k * 5)
-        frames.append(
-            RGBDFrame(f.color, depth_from_millimetres(f.depth_mm), sim.camera, f.stamp_ns)
-        )
+    frames = [sim.rgbd_frame(k * 5) for k in range(count)]
     return frames, BeltPlane.from_extrinsics(sim.conveyor_from_camera)
 
 

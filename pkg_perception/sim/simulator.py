@@ -12,9 +12,14 @@ import numpy.typing as npt
 from scipy.spatial.transform import Rotation
 
 from pkg_perception.errors import ConfigError
-from pkg_perception.frames import DEFAULT_OPTICAL_FRAME, CameraModel
+from pkg_perception.frames import (
+    DEFAULT_OPTICAL_FRAME,
+    CameraModel,
+    RGBDFrame,
+    depth_from_millimetres,
+)
 from pkg_perception.sim.appearance import sample_belt
-from pkg_perception.sim.ground_truth import FrameTruth, ParcelTruth, TopFaceTruth
+from pkg_perception.sim.ground_truth import FrameTruth, GroundTruth, ParcelTruth, TopFaceTruth
 from pkg_perception.sim.layout import SCENE_KINDS, BeltLayout, PlacedParcel
 from pkg_perception.sim.render import BeltRenderer, Lighting, RenderOutput
 from pkg_perception.sim.sensor import DepthNoise, apply_color_noise, apply_depth_noise
@@ -160,6 +165,18 @@ class ConveyorSimulator:
         ids = (render.parcel_ids % 65535).astype(np.uint16)  # ids wrap after 65535 parcels
         ids[(render.parcel_ids > 0) & (ids == 0)] = 65535
         return SimFrame(index, stamp, color, depth_mm, ids, truth)
+
+    def rgbd_frame(self, index: int) -> RGBDFrame:
+        """Frame `index` as a bag reader delivers it: metres, static transforms, ground truth."""
+        f = self.frame(index)
+        return RGBDFrame(
+            color=f.color,
+            depth=depth_from_millimetres(f.depth_mm),
+            camera=self.camera,
+            stamp_ns=f.stamp_ns,
+            transforms=self.transforms,
+            ground_truth=GroundTruth(f.truth, f.instance_ids),
+        )
 
     def _truth(
         self, render: RenderOutput, posed: list[tuple[PlacedParcel, Matrix4]], stamp: int
