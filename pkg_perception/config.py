@@ -176,6 +176,8 @@ SEGMENTATION_DOC = SectionDoc(
         'min_valid_depth': 'below this share of valid depth pixels a frame gives no parcels '
         '(flag no_valid_depth)',
         'decode.seed_threshold': 'edge-distance probability that marks a seed pixel',
+        'decode.weak_seed_threshold': 'a blob above this with no seed in it seeds a thin '
+        'parcel (1 = off)',
         'decode.min_seed_pixels': 'smallest seed blob, model-output pixels',
         'decode.grow_distance': 'model-output pixels a mask may extend beyond its seed',
         'decode.min_score': 'instances with a lower class score are dropped',
@@ -186,6 +188,7 @@ SEGMENTATION_DOC = SectionDoc(
         'warmup_runs': (0, 100),
         'min_valid_depth': (0.0, 0.999),
         'decode.seed_threshold': (0.0, 1.0),
+        'decode.weak_seed_threshold': (0.0, 1.0),
         'decode.min_seed_pixels': (1, 10000),
         'decode.grow_distance': (0.0, 100.0),
         'decode.min_score': (0.0, 1.0),

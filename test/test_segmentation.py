@@ -72,19 +72,23 @@ def test_wrong_aspect_ratio_is_refused_with_the_fix():
     assert us[0] == 1 and us[-1] == 639 and vs[-1] == 479
 
 
-def _two_parcel_logits() -> np.ndarray:
-    """Logits of two touching rectangles: box on the left, mailer on the right."""
-    h, w = 30, 40
-    labels = np.zeros((h, w), dtype=np.int32)
-    labels[5:25, 4:20] = 1
-    labels[5:25, 20:36] = 2
-    logits = np.full((6, h, w), -8.0, dtype=np.float32)
+def _logits_of(labels: np.ndarray, classes: dict[int, ParcelClass]) -> np.ndarray:
+    """Confident logits of a label image: class per label, the edge distance it implies."""
+    logits = np.full((6, *labels.shape), -8.0, dtype=np.float32)
     logits[0][labels == 0] = 8.0
-    logits[int(ParcelClass.BOX)][labels == 1] = 8.0
-    logits[int(ParcelClass.MAILER)][labels == 2] = 8.0
+    for label, cls in classes.items():
+        logits[int(cls)][labels == label] = 8.0
     edge = edge_distance(labels)
     logits[5] = np.log(np.clip(edge, 1e-4, 1 - 1e-4) / np.clip(1 - edge, 1e-4, 1))
     return logits
+
+
+def _two_parcel_logits() -> np.ndarray:
+    """Logits of two touching rectangles: box on the left, mailer on the right."""
+    labels = np.zeros((30, 40), dtype=np.int32)
+    labels[5:25, 4:20] = 1
+    labels[5:25, 20:36] = 2
+    return _logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.MAILER})
 
 
 def test_decode_splits_touching_parcels_and_keeps_outlines():
@@ -98,6 +102,28 @@ def test_decode_splits_touching_parcels_and_keeps_outlines():
         assert iou > 0.95
         assert inst.score > 0.9
         assert inst.area == pytest.approx(mask.sum(), rel=0.05)
+
+
+def test_decode_seeds_a_thin_strip_beside_a_parcel_by_hysteresis():
+    # A strip 3 output pixels wide never reaches the strong seed threshold; without the
+    # weak threshold its pixels go to the wide neighbour or are lost.
+    labels = np.zeros((30, 40), dtype=np.int32)
+    labels[5:25, 4:24] = 1
+    labels[5:25, 24:27] = 2
+    assert edge_distance(labels)[labels == 2].max() < DecodeParams().seed_threshold
+    logits = _logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.ENVELOPE})
+    with_weak = decode(logits, 160, 120, DecodeParams())
+    found = {i.parcel_class: with_weak.mask(i) for i in with_weak.instances}
+    assert sorted(found) == [ParcelClass.BOX, ParcelClass.ENVELOPE]
+    for cls, (x0, x1), least in (
+        (ParcelClass.BOX, (16, 96), 0.9),
+        (ParcelClass.ENVELOPE, (96, 108), 0.5),
+    ):
+        want = np.zeros((120, 160), dtype=bool)
+        want[20:100, x0:x1] = True
+        assert (found[cls] & want).sum() / (found[cls] | want).sum() > least
+    without = decode(logits, 160, 120, DecodeParams(weak_seed_threshold=1.0))
+    assert [i.parcel_class for i in without.instances] == [ParcelClass.BOX]
 
 
 def test_decode_of_empty_output_is_empty():
