@@ -5,8 +5,9 @@
 Seeds are pixels deep inside a parcel (predicted edge distance high); each becomes an
 instance, grown to the foreground around it at the output scale. A parcel too thin to
 reach the seed threshold anywhere (a strip showing beside or under another) is seeded by
-hysteresis: a blob above a weaker threshold with no strong seed in it. The foreground itself is
-upsampled bilinearly, so outlines against the belt are sub-pixel smooth at full size.
+hysteresis: a blob above a weaker threshold with no strong seed in it. The foreground
+itself is upsampled bilinearly, so outlines against the belt are sub-pixel smooth at full
+size.
 """
 
 from __future__ import annotations
