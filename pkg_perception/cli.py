@@ -171,6 +171,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--seed', type=_non_negative_int, default=d.seed)
     p.add_argument('--threads', type=_positive_int, default=d.threads)
     p.add_argument(
+        '--output-stride',
+        type=int,
+        choices=(1, 2),
+        help='model input pixels per output pixel: 1 adds a full-resolution stage '
+        f'(default: that of --init, else {d.output_stride})',
+    )
+    p.add_argument(
         '--seeds', type=_positive_int, default=plan.seeds, help='simulated cells (seeds) to render'
     )
     p.add_argument(
@@ -215,6 +222,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         plan=plan,
         coco=args.coco,
         init=init,
+        output_stride=args.output_stride,
         workers=args.workers,
     )
     print(f'weights written to {path}; export with: pkg-perception export --weights {path}')

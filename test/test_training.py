@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pkg_perception.bag.reader import BagFrameReader
-from pkg_perception.errors import InputError, ModelError
+from pkg_perception.errors import ConfigError, InputError, ModelError
 from pkg_perception.frames import RGBDFrame
 from pkg_perception.segmentation.belt import belt_for_frame
 from pkg_perception.segmentation.config import SegmentationConfig
@@ -58,7 +58,7 @@ def onnx_model(weights, tmp_path_factory) -> Path:
 
 
 def test_coco_dataset_round_trips_into_training_samples(coco_dir):
-    train_set, val_set = coco_arrays(coco_dir, SPEC, seed=0)
+    train_set, val_set = coco_arrays(coco_dir, SPEC, seed=0, output_stride=2)
     assert len(train_set) + len(val_set) == 5 and len(val_set) >= 1
     assert train_set.inputs.shape[1:] == (5, 120, 160)
     assert train_set.classes.shape[1:] == (60, 80)
@@ -67,7 +67,7 @@ def test_coco_dataset_round_trips_into_training_samples(coco_dir):
 
 
 def test_resume_gives_the_same_weights_as_one_run(coco_dir, tmp_path):
-    train_set, val_set = coco_arrays(coco_dir, SPEC, seed=0)
+    train_set, val_set = coco_arrays(coco_dir, SPEC, seed=0, output_stride=2)
     config = TrainConfig(steps=4, spec=SPEC, checkpoint_every=2, eval_every=2, **TINY)
     one = train(config, train_set, val_set, tmp_path / 'one', progress=False)
     # Stop after 2 steps (as a kill would), then resume to 4 in the same directory.
@@ -91,6 +91,41 @@ def test_fine_tune_from_weights_on_coco(coco_dir, weights, tmp_path):
     assert tuned['config']['spec']['width'] == SPEC.width  # the base model's input size
     changed = [not torch.equal(tuned['model'][k], v) for k, v in base['model'].items()]
     assert any(changed)
+
+
+def test_stride_one_model_grows_from_stride_two_weights_and_exports(
+    coco_dir, weights, frames, tmp_path
+):
+    config = TrainConfig(steps=1, eval_every=1, **TINY)
+    out = run_training(
+        tmp_path / 'fine',
+        config,
+        cache=tmp_path,
+        plan=SimDataPlan(),
+        coco=coco_dir,
+        init=weights,
+        output_stride=1,
+    )
+    tuned = torch.load(out, weights_only=False)
+    base = torch.load(weights, weights_only=False)
+    assert tuned['config']['output_stride'] == 1
+    assert {k.split('.')[0] for k in set(tuned['model']) - set(base['model'])} == {
+        'stem1',
+        'up1',
+        'refine',
+    }
+    report = export_onnx(out, tmp_path / 'fine.onnx', copy_weights=False)
+    assert report.max_abs_diff < 1e-4
+    props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
+    assert props['output_stride'] == '1'
+    seg = OnnxSegmenter(report.path, SegmentationConfig(providers=('cpu',), warmup_runs=1))
+    frame = frames[0]
+    assert seg.segment(frame, belt_for_frame(frame)).labels.shape == (240, 320)
+    # Without the stride, weights of another shape are refused, not half loaded.
+    with pytest.raises(ConfigError, match='do not fit this model'):
+        train(
+            config, *coco_arrays(coco_dir, SPEC, 0, 2), tmp_path / 'x', init_weights=tuned['model']
+        )
 
 
 def test_exported_model_has_metadata_and_passes_checker(onnx_model):

@@ -52,7 +52,7 @@ def _read(path: Path, flags: int, what: str) -> np.ndarray:
     return img
 
 
-def load_coco_samples(annotations: Path, spec: InputSpec) -> list[Any]:
+def load_coco_samples(annotations: Path, spec: InputSpec, output_stride: int) -> list[Any]:
     """One Sample per annotated image (images without annotations count as empty belts)."""
     from pycocotools.coco import COCO
 
@@ -100,15 +100,19 @@ def load_coco_samples(annotations: Path, spec: InputSpec) -> list[Any]:
         for k, ann in enumerate(sorted(anns, key=lambda a: -a.get('area', 0)), start=1):
             labels[coco.annToMask(ann) > 0] = k
             class_of[k] = cat_class[ann['category_id']]
-        samples.append(make_sample(spec, color, depth, camera, belt, labels, class_of))
+        samples.append(
+            make_sample(spec, color, depth, camera, belt, labels, class_of, output_stride)
+        )
     if not samples:
         raise InputError(f'{annotations} lists no images')
     return samples
 
 
-def coco_arrays(annotations: Path, spec: InputSpec, seed: int) -> tuple[Arrays, Arrays]:
+def coco_arrays(
+    annotations: Path, spec: InputSpec, seed: int, output_stride: int
+) -> tuple[Arrays, Arrays]:
     """Train / validation split of the images (seeded, at least one validation image)."""
-    samples = load_coco_samples(annotations, spec)
+    samples = load_coco_samples(annotations, spec, output_stride)
     order = np.random.default_rng(seed).permutation(len(samples))
     n_val = max(1, round(len(samples) * VAL_FRACTION)) if len(samples) > 1 else 0
     val = [samples[i] for i in order[:n_val]] or samples[:1]

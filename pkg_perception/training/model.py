@@ -61,23 +61,30 @@ class Up(nn.Module):
 
 
 class ParcelNet(nn.Module):
-    """(N, 5, H, W) input -> (N, 6, H/2, W/2) logits: 5 classes (0 = belt), edge distance.
+    """(N, 5, H, W) input -> (N, 6, H/s, W/s) logits: 5 classes (0 = belt), edge distance.
 
     Most compute sits at 1/8 and 1/16 scale where it is cheap; the 1/2 and 1/4 stages are
     thin and only sharpen edges. A fifth width adds a 1/32 stage: telling a mailer from a
     box needs the whole parcel in view, and a 1/16 stage alone sees less than a large one.
+    Output stride s = 1 adds a thin full-resolution stage whose head refines the upsampled
+    stride-2 logits: a parcel showing only a strip a few pixels wide gets twice as many
+    output pixels across, so it can hold a seed. The refinement starts at zero, so a
+    stride-1 model grown from stride-2 weights starts exactly where those left off.
     """
 
     def __init__(
         self,
         widths: tuple[int, ...] = (16, 32, 64, 128, 160),
         blocks: tuple[int, ...] = (0, 1, 2, 2),
+        output_stride: int = 2,
     ) -> None:
         super().__init__()
         if len(widths) not in (4, 5) or len(blocks) != len(widths) - 1:
             raise ValueError(f'widths {widths} / blocks {blocks}: 4 or 5 widths, one block less')
+        if output_stride not in (1, 2):
+            raise ValueError(f'output_stride {output_stride}: 1 or 2')
         c2, c4, c8, c16 = widths[:4]
-        self.widths, self.blocks = widths, blocks
+        self.widths, self.blocks, self.output_stride = widths, blocks, output_stride
         self.stem = nn.Sequential(conv_bn(INPUT_CHANNELS, c2, stride=2), conv_bn(c2, c2))
         self.down4 = self._stage(c2, c4, blocks[0])
         self.down8 = self._stage(c4, c8, blocks[1])
@@ -91,6 +98,17 @@ class ParcelNet(nn.Module):
         self.up4 = Up(c8, c4, c4)
         self.up2 = Up(c4, c2, c2)
         self.head = nn.Conv2d(c2, OUTPUT_CHANNELS, 1)
+        self.stem1: nn.Module | None = None
+        self.up1: Up | None = None
+        self.refine: nn.Conv2d | None = None
+        if output_stride == 1:
+            # Half the width of the 1/2 stage: at full resolution every channel costs four
+            # times as much, and training time is what limits this model.
+            self.stem1 = conv_bn(INPUT_CHANNELS, c2 // 2)
+            self.up1 = Up(c2, c2 // 2, c2 // 2)
+            self.refine = nn.Conv2d(c2 // 2, OUTPUT_CHANNELS, 1)
+            nn.init.zeros_(self.refine.weight)
+            nn.init.zeros_(self.refine.bias)
 
     @staticmethod
     def _stage(cin: int, cout: int, blocks: int, dilated: bool = False) -> nn.Sequential:
@@ -108,4 +126,8 @@ class ParcelNet(nn.Module):
         if self.down32 is not None and self.up16 is not None:
             f16 = self.up16(self.down32(f16), f16)
         y = self.up2(self.up4(self.up8(f16, f8), f4), f2)
-        return self.head(y)
+        logits = self.head(y)
+        if self.stem1 is None or self.up1 is None or self.refine is None:
+            return logits
+        coarse = F.interpolate(logits, size=x.shape[-2:], mode='bilinear', align_corners=False)
+        return coarse + self.refine(self.up1(y, self.stem1(x)))

@@ -43,6 +43,7 @@ def save_weights(path: Path, model: torch.nn.Module, config: TrainConfig, info: 
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Inverse of dataclasses.asdict for TrainConfig (tuples and the nested spec)."""
     d = dict(d)
+    d.setdefault('output_stride', 2)  # weights written before stride 1 existed
     spec = dict(d.pop('spec'))
     spec['height_range'] = tuple(spec['height_range'])
     return TrainConfig(
@@ -52,9 +53,9 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
 
 
 def sim_arrays(
-    cache: Path, plan: SimDataPlan, spec: InputSpec, workers: int
+    cache: Path, plan: SimDataPlan, spec: InputSpec, output_stride: int, workers: int
 ) -> tuple[Arrays, Arrays]:
-    paths = build_sim_dataset(cache, plan, spec, workers=workers)
+    paths = build_sim_dataset(cache, plan, spec, output_stride, workers=workers)
     if plan.seeds <= VAL_SEEDS:
         raise ConfigError(f'--seeds must exceed {VAL_SEEDS} (the validation seeds)')
     train_set = Arrays(**load_shards(paths[:-VAL_SEEDS]))
@@ -70,23 +71,37 @@ def run_training(
     plan: SimDataPlan,
     coco: Path | None = None,
     init: Path | None = None,
+    output_stride: int | None = None,
     workers: int = 2,
 ) -> Path:
-    """Train on simulated frames, or fine-tune on COCO-format RGB-D images; return weights."""
+    """Train on simulated frames, or fine-tune on COCO-format RGB-D images; return weights.
+
+    `output_stride` None keeps the --init weights' stride (or the config's without --init);
+    1 from stride-2 weights adds the full-resolution stage and trains it from scratch.
+    """
     init_weights = None
     if init is not None:
         blob = load_weights(init)
         base = config_from_dict(blob['config'])
-        if (base.widths, base.blocks, base.spec) != (config.widths, config.blocks, config.spec):
-            config = replace(config, widths=base.widths, blocks=base.blocks, spec=base.spec)
+        config = replace(
+            config,
+            widths=base.widths,
+            blocks=base.blocks,
+            spec=base.spec,
+            output_stride=base.output_stride if output_stride is None else output_stride,
+        )
         init_weights = blob['model']
+    elif output_stride is not None:
+        config = replace(config, output_stride=output_stride)
     if coco is not None:
         from pkg_perception.training.coco import coco_arrays
 
-        train_set, val_set = coco_arrays(coco, config.spec, seed=config.seed)
+        train_set, val_set = coco_arrays(
+            coco, config.spec, seed=config.seed, output_stride=config.output_stride
+        )
         source: dict[str, Any] = {'coco': str(coco), 'images': len(train_set) + len(val_set)}
     else:
-        train_set, val_set = sim_arrays(cache, plan, config.spec, workers)
+        train_set, val_set = sim_arrays(cache, plan, config.spec, config.output_stride, workers)
         source = {'simulator': asdict(plan), 'validation_seeds': VAL_SEEDS}
     print(f'training on {len(train_set)} frames, validating on {len(val_set)}')
     model = train(config, train_set, val_set, out, init_weights=init_weights)

@@ -15,15 +15,13 @@ from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.inputs import InputSpec, prepare_input
 from pkg_perception.training.targets import class_map, downsample_labels, edge_distance
 
-OUTPUT_STRIDE = 2  # model output pixels per input pixel, each way
-
 
 @dataclass(frozen=True)
 class Sample:
     """One frame, stored compactly: float16 input, uint8 targets."""
 
     inputs: npt.NDArray[np.float16]  # (5, H, W)
-    classes: npt.NDArray[np.uint8]  # (H / stride, W / stride), 0 = background
+    classes: npt.NDArray[np.uint8]  # (H / output stride, W / output stride), 0 = background
     edge: npt.NDArray[np.uint8]  # same size, edge distance * 255
 
 
@@ -35,11 +33,12 @@ def make_sample(
     belt: BeltPlane,
     instance_ids: npt.NDArray[np.integer],
     class_of: Mapping[int, int],
+    output_stride: int,
 ) -> Sample:
     """Build the sample exactly as inference will see the frame."""
     x = prepare_input(spec, color, depth, camera, belt).tensor[0]
     labels = downsample_labels(
-        instance_ids, spec.width // OUTPUT_STRIDE, spec.height // OUTPUT_STRIDE
+        instance_ids, spec.width // output_stride, spec.height // output_stride
     )
     edge = np.round(edge_distance(labels) * 255).astype(np.uint8)
     return Sample(x.astype(np.float16), class_map(labels, class_of), edge)

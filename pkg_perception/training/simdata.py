@@ -50,7 +50,9 @@ def scene_for(seed: int) -> str:
     return SCENE_CYCLE[seed % len(SCENE_CYCLE)]
 
 
-def render_shard(plan: SimDataPlan, spec: InputSpec, seed: int, path: Path) -> Path:
+def render_shard(
+    plan: SimDataPlan, spec: InputSpec, output_stride: int, seed: int, path: Path
+) -> Path:
     """Render one seed's frames into `path` (written atomically)."""
     config = SimConfig(width=plan.width, height=plan.height, scene=scene_for(seed))
     sim = ConveyorSimulator(config, seed)
@@ -61,7 +63,9 @@ def render_shard(plan: SimDataPlan, spec: InputSpec, seed: int, path: Path) -> P
         class_of = {p.parcel_id: int(p.parcel_class) for p in f.truth.parcels}
         depth = depth_from_millimetres(f.depth_mm)
         samples.append(
-            make_sample(spec, f.color, depth, sim.camera, belt, f.instance_ids, class_of)
+            make_sample(
+                spec, f.color, depth, sim.camera, belt, f.instance_ids, class_of, output_stride
+            )
         )
     tmp = path.with_suffix('.tmp.npz')
     np.savez(tmp, **stack(samples))
@@ -70,10 +74,17 @@ def render_shard(plan: SimDataPlan, spec: InputSpec, seed: int, path: Path) -> P
 
 
 def build_sim_dataset(
-    cache: Path, plan: SimDataPlan, spec: InputSpec, *, workers: int = 2, progress: bool = True
+    cache: Path,
+    plan: SimDataPlan,
+    spec: InputSpec,
+    output_stride: int,
+    *,
+    workers: int = 2,
+    progress: bool = True,
 ) -> list[Path]:
     """Render every missing shard of `plan` into `cache`; return all shard paths in order."""
-    root = cache / f'sim_{spec.width}x{spec.height}_{plan.width}x{plan.height}'
+    size = f'{spec.width}x{spec.height}_stride{output_stride}_{plan.width}x{plan.height}'
+    root = cache / f'sim_{size}'
     root.mkdir(parents=True, exist_ok=True)
     paths = [
         root / f'seed{s}_n{plan.frames_per_seed}_k{plan.frame_step}.npz' for s in plan.seed_list()
@@ -89,11 +100,13 @@ def build_sim_dataset(
     with bar:
         if workers <= 1:
             for s, p in todo:
-                render_shard(plan, spec, s, p)
+                render_shard(plan, spec, output_stride, s, p)
                 bar.update()
         else:
             with ProcessPoolExecutor(workers) as pool:
-                futures = [pool.submit(render_shard, plan, spec, s, p) for s, p in todo]
+                futures = [
+                    pool.submit(render_shard, plan, spec, output_stride, s, p) for s, p in todo
+                ]
                 for fut in futures:
                     fut.result()
                     bar.update()

@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     widths: tuple[int, ...] = (16, 32, 64, 128, 160)
     blocks: tuple[int, ...] = (0, 1, 2, 2)
+    output_stride: int = 2  # model input pixels per output pixel, each way
     edge_weight: float = 2.0
     # Class weights go as frequency**-class_balance: mailers and envelopes cover a few
     # per cent of the pixels and were drowned out by boxes at 0 (plain cross-entropy).
@@ -142,7 +143,32 @@ def validate(
 
 
 def build_model(config: TrainConfig) -> ParcelNet:
-    return ParcelNet(config.widths, config.blocks)
+    return ParcelNet(config.widths, config.blocks, config.output_stride)
+
+
+# What a stride-1 model does not share with a stride-2 one: its full-resolution stage.
+STRIDE1_STAGES = ('stem1.', 'up1.', 'refine.')
+
+
+def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Start from another run's weights; return the stages that start fresh instead.
+
+    A stride-1 model may start from a stride-2 one: everything below its full-resolution
+    stage carries over. Any other mismatch is refused rather than half loaded.
+    """
+    own = model.state_dict()
+    fits = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    fresh_ok = STRIDE1_STAGES if model.output_stride == 1 else ()
+    wrong = sorted(
+        k for k in set(weights) | set(own) if k not in fits and not k.startswith(fresh_ok)
+    )
+    if wrong:
+        raise ConfigError(
+            f'the --init weights do not fit this model ({", ".join(wrong[:4])} differ); '
+            'start from weights of the same widths, blocks and output stride'
+        )
+    model.load_state_dict(fits, strict=False)
+    return sorted({k.split('.')[0] for k in own if k not in fits})
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
@@ -167,7 +193,9 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(config)
     if init_weights is not None:
-        model.load_state_dict(init_weights)
+        fresh = load_init(model, init_weights)
+        if fresh:
+            tqdm.write(f'not in the --init weights, starting fresh: {", ".join(fresh)}')
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     step = 0
