@@ -179,7 +179,7 @@ SEGMENTATION_DOC = SectionDoc(
         'decode.weak_seed_threshold': 'a blob above this with no seed in it seeds a thin '
         'parcel (1 = off)',
         'decode.min_seed_pixels': 'smallest seed blob, model-output pixels',
-        'decode.grow_distance': 'model-output pixels a mask may extend beyond its seed',
+        'decode.grow_distance': 'model-input pixels a mask may extend beyond its seed',
         'decode.min_score': 'instances with a lower class score are dropped',
         'decode.min_area': 'instances smaller than this many frame pixels are dropped',
     },

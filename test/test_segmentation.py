@@ -92,7 +92,7 @@ def _two_parcel_logits() -> np.ndarray:
 
 
 def test_decode_splits_touching_parcels_and_keeps_outlines():
-    seg = decode(_two_parcel_logits(), 160, 120, DecodeParams())
+    seg = decode(_two_parcel_logits(), 160, 120, DecodeParams(), output_stride=1)
     assert [i.parcel_class for i in seg.instances] == [ParcelClass.BOX, ParcelClass.MAILER]
     for inst, (x0, x1) in zip(seg.instances, [(16, 80), (80, 144)], strict=True):
         mask = seg.mask(inst)
@@ -112,7 +112,7 @@ def test_decode_seeds_a_thin_strip_beside_a_parcel_by_hysteresis():
     labels[5:25, 24:27] = 2
     assert edge_distance(labels)[labels == 2].max() < DecodeParams().seed_threshold
     logits = _logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.ENVELOPE})
-    with_weak = decode(logits, 160, 120, DecodeParams())
+    with_weak = decode(logits, 160, 120, DecodeParams(), output_stride=1)
     found = {i.parcel_class: with_weak.mask(i) for i in with_weak.instances}
     assert sorted(found) == [ParcelClass.BOX, ParcelClass.ENVELOPE]
     for cls, (x0, x1), least in (
@@ -122,14 +122,14 @@ def test_decode_seeds_a_thin_strip_beside_a_parcel_by_hysteresis():
         want = np.zeros((120, 160), dtype=bool)
         want[20:100, x0:x1] = True
         assert (found[cls] & want).sum() / (found[cls] | want).sum() > least
-    without = decode(logits, 160, 120, DecodeParams(weak_seed_threshold=1.0))
+    without = decode(logits, 160, 120, DecodeParams(weak_seed_threshold=1.0), output_stride=1)
     assert [i.parcel_class for i in without.instances] == [ParcelClass.BOX]
 
 
 def test_decode_of_empty_output_is_empty():
     logits = np.zeros((6, 30, 40), dtype=np.float32)
     logits[0] = 10.0
-    seg = decode(logits, 160, 120, DecodeParams())
+    seg = decode(logits, 160, 120, DecodeParams(), output_stride=1)
     assert seg.instances == [] and seg.labels.shape == (120, 160) and not seg.labels.any()
 
 

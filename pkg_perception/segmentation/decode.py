@@ -38,8 +38,8 @@ class DecodeParams:
     # 0.821 -> 0.829 / 0.559 -> 0.572; 0.5 and 0.35 gain less, 0.2 loses on 5252. 1 = off.
     weak_seed_threshold: float = 0.25
     min_seed_pixels: int = 2  # at the output scale
-    # Output pixels a mask may extend beyond its seed: 12 at output stride 1 is the 6 of
-    # stride 2 (24 frame pixels); 10 to 16 score the same on the validation bags.
+    # Model-input pixels a mask may extend beyond its seed, whatever the model's output
+    # stride (24 frame pixels at 640x480); 10 to 16 score the same on the validation bags.
     grow_distance: float = 12.0
     min_score: float = 0.3
     min_area: int = 64  # frame pixels
@@ -65,14 +65,23 @@ def _seed_pixels(
 
 
 def decode(
-    logits: npt.NDArray[np.float32], width: int, height: int, params: DecodeParams
+    logits: npt.NDArray[np.float32],
+    width: int,
+    height: int,
+    params: DecodeParams,
+    *,
+    output_stride: int,
 ) -> Segmentation:
-    """(6, h, w) logits (5 class logits, then edge distance) -> instances at width x height."""
+    """(6, h, w) logits (5 class logits, then edge distance) -> instances at width x height.
+
+    `output_stride` (model input pixels per output pixel, from the model's metadata) puts
+    the grow distance in the same units for every model.
+    """
     prob = _softmax(logits[:NUM_CLASSES])
     edge = 1.0 / (1.0 + np.exp(-logits[NUM_CLASSES]))
     fg = prob[0] < 0.5
     seeds, n = label_seeds(_seed_pixels(edge, fg, params), params.min_seed_pixels)
-    grown = grow_seeds(seeds, fg, params.grow_distance)
+    grown = grow_seeds(seeds, fg, params.grow_distance / output_stride)
     h, w = grown.shape
     if n == 0:
         return Segmentation.empty(height, width)

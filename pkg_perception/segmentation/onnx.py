@@ -145,7 +145,7 @@ class OnnxSegmenter:
         t1 = time.perf_counter()
         logits = self._run(prepared.tensor)[0]
         t2 = time.perf_counter()
-        seg = decode(logits, w, h, self.config.decode)
+        seg = decode(logits, w, h, self.config.decode, output_stride=self.metadata.output_stride)
         t3 = time.perf_counter()
         seg.timings_ms = {
             'preprocess': (t1 - t0) * 1e3,
