@@ -171,6 +171,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--seed', type=_non_negative_int, default=d.seed)
     p.add_argument('--threads', type=_positive_int, default=d.threads)
     p.add_argument(
+        '--touching-weight',
+        type=float,
+        default=d.touching_weight,
+        help='extra edge-loss weight on boundaries between touching parcels '
+        f'(default {d.touching_weight})',
+    )
+    p.add_argument(
         '--output-stride',
         type=int,
         choices=(1, 2),
@@ -208,6 +215,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         threads=args.threads,
+        touching_weight=args.touching_weight,
     )
     plan = SimDataPlan(seeds=args.seeds, frames_per_seed=args.frames_per_seed)
     init = args.init

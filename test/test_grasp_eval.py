@@ -10,14 +10,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from grasp_scenes import CAMERA, T_CONVEYOR_CAMERA, Block, SceneSegmenter, frame, render
+from grasp_scenes import (
+    CAMERA,
+    T_CONVEYOR_CAMERA,
+    Block,
+    SceneSegmenter,
+    frame,
+    render,
+    segmentation,
+)
 
 from pkg_perception.classes import ParcelClass
 from pkg_perception.evaluation.grasps import GraspScorer, check_grasp, evaluate_bag
+from pkg_perception.frames import RGBDFrame
 from pkg_perception.pipeline import Pipeline
 from pkg_perception.results import GraspCandidate, GraspKind, OrientedBox
+from pkg_perception.segmentation.belt import BeltPlane
+from pkg_perception.segmentation.instances import Segmentation
 from pkg_perception.segmentation.oracle import GroundTruthSegmenter
 from pkg_perception.sim.ground_truth import FrameTruth, ParcelTruth, TopFaceTruth
+from pkg_perception.tracking import TrackingConfig
 from pkg_perception.transforms import invert, make_transform, rotation_between
 from pkg_perception.visualize import draw_overlay, write_png
 
@@ -122,6 +134,7 @@ def test_scorer_counts_top1_recall_and_track_ids_on_a_scene() -> None:
         'parcels': 1,
         'parcel_frames': 3,
         'id_switches': 0,
+        'split_parcel_frames': 0,
         'parcels_with_one_id': 1,
         'id_consistency_face_visible': 1.0,
         'face_visible_frames': 3,
@@ -141,6 +154,44 @@ def test_tracking_consistency_counts_the_usual_id() -> None:
     t = scorer.tracking()
     assert t['id_consistency'] == pytest.approx(0.8)
     assert t['id_switches'] == 2
+
+
+class _SplittingSegmenter(SceneSegmenter):
+    """Cuts the first block's mask in two (60 / 40) on the frames listed."""
+
+    def __init__(self, blocks: list[Block], split_calls: set[int]) -> None:
+        super().__init__(blocks)
+        self.split_calls, self.calls = split_calls, 0
+
+    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+        self.calls += 1
+        _, labels = render(self.blocks)
+        if self.calls - 1 not in self.split_calls:
+            return segmentation(labels, self.blocks)
+        cols = np.nonzero((labels == 1).any(axis=0))[0]
+        cut = cols[0] + int(0.6 * len(cols))
+        labels[:, cut:][labels[:, cut:] == 1] = len(self.blocks) + 1
+        return segmentation(labels, [*self.blocks, self.blocks[0]])
+
+
+def test_a_split_mask_counts_once_for_tracking_and_as_a_split() -> None:
+    blocks = [BOX]
+    # The blocks stand still: a configured belt velocity keeps the fragment's jump out of
+    # an estimate that would otherwise rest on this one parcel.
+    still = TrackingConfig(belt_velocity=(0.0, 0.0, 0.0))
+    pipe = Pipeline(_SplittingSegmenter(blocks, {1}), tracking=still, target_frame='conveyor')
+    _, ids = render(blocks)
+    scorer = GraspScorer(cup_radius=CUP)
+    for k in range(3):
+        f = frame(blocks, stamp_ns=k * 66_666_667)
+        f.ground_truth = _GT(_truth(), ids)
+        result = pipe.process(f)
+        assert len(result.parcels) == (2 if k == 1 else 1)
+        scorer.add(result, f)
+    t = scorer.tracking()
+    assert t['parcel_frames'] == 3  # one per frame, not one per fragment
+    assert t['split_parcel_frames'] == 1
+    assert t['id_consistency'] == 1.0  # the larger part kept the parcel's id
 
 
 def test_evaluate_bag_on_the_simulated_bag(small_bag_path: Path) -> None:

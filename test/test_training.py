@@ -24,7 +24,14 @@ from pkg_perception.training.coco import coco_arrays, write_coco_dataset
 from pkg_perception.training.export import export_onnx
 from pkg_perception.training.run import run_training, save_weights
 from pkg_perception.training.simdata import SimDataPlan
-from pkg_perception.training.train import TrainConfig, build_model, train
+from pkg_perception.training.targets import edge_distance
+from pkg_perception.training.train import (
+    TrainConfig,
+    build_model,
+    losses,
+    touching_boundaries,
+    train,
+)
 
 TINY = dict(widths=(8, 8, 16, 16), blocks=(0, 1, 1), batch_size=2, threads=1, warmup=1)
 SPEC = InputSpec(width=160, height=120)
@@ -55,6 +62,22 @@ def onnx_model(weights, tmp_path_factory) -> Path:
     report = export_onnx(weights, tmp_path_factory.mktemp('onnx') / 'm.onnx')
     assert report.max_abs_diff < 1e-4  # PyTorch and ONNX Runtime agree
     return report.path
+
+
+def test_touching_boundaries_mark_edges_between_parcels_not_against_the_belt():
+    labels = np.zeros((40, 60), dtype=np.int64)
+    labels[5:35, 5:30] = 1
+    labels[5:35, 30:55] = 2  # touches parcel 1 along column 30
+    cls = torch.from_numpy((labels > 0).astype(np.uint8))
+    edge = torch.from_numpy(np.round(edge_distance(labels) * 255).astype(np.uint8))
+    touch = touching_boundaries(cls[None], edge[None])[0].numpy()
+    rows, cols = np.nonzero(touch)
+    assert len(rows) and set(np.unique(cols)) <= set(range(25, 35))  # the shared edge only
+    assert rows.min() > 5 + 3 and rows.max() < 35 - 3  # not where it meets the belt
+    logits = torch.zeros(1, 6, 40, 60)
+    plain, _ = losses(logits, cls[None], edge[None], 2.0)
+    weighted, _ = losses(logits, cls[None], edge[None], 2.0, touching_weight=5.0)
+    assert weighted.item() > plain.item()
 
 
 def test_coco_dataset_round_trips_into_training_samples(coco_dir):

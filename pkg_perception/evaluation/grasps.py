@@ -139,16 +139,23 @@ def graspable(parcel: ParcelTruth, cup_radius: float, slack: float = MAX_POSITIO
     return parcel.graspable and float(np.min(parcel.top_face.half_extents)) >= cup_radius + slack
 
 
-def truth_ids_of_instances(seg: Segmentation, instance_ids: npt.NDArray[np.integer]):
-    """Segmentation label -> the ground-truth id covering most of its mask (0 if belt)."""
-    out: dict[int, int] = {}
+def truth_ids_of_instances(
+    seg: Segmentation, instance_ids: npt.NDArray[np.integer]
+) -> dict[int, tuple[int, int]]:
+    """Segmentation label -> (ground-truth id covering most of its mask, pixels it covers).
+
+    Belt-only masks are left out.
+    """
+    out: dict[int, tuple[int, int]] = {}
     for inst in seg.instances:
         x0, y0, x1, y1 = inst.box
         mask = seg.labels[y0:y1, x0:x1] == inst.label
         ids = np.asarray(instance_ids[y0:y1, x0:x1])[mask]
         if ids.size:
             values, counts = np.unique(ids, return_counts=True)
-            out[int(inst.label)] = int(values[np.argmax(counts)])
+            k = int(np.argmax(counts))
+            if values[k]:
+                out[int(inst.label)] = (int(values[k]), int(counts[k]))
     return out
 
 
@@ -187,6 +194,7 @@ class GraspScorer:
     frames_missing_grasp: int = 0  # graspable parcels in view, no candidate at all
     any_face_parcel_frames: int = 0  # ground truth's graspable, whatever the face's width
     any_face_served: int = 0
+    split_parcel_frames: int = 0  # parcel-frames whose parcel is cut into several masks
     track_ids: dict[int, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     track_sequences: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     # The same, over frames where at least half the parcel's top face is visible.
@@ -240,19 +248,32 @@ class GraspScorer:
                 seen.add(g.parcel_id)
                 self.best_per_parcel += 1
                 self.best_per_parcel_successes += c.success
+        # One id per parcel and frame: that of the mask covering most of it. A parcel split
+        # into two masks is a segmentation error (mask AP counts it, and so does
+        # `split_parcel_frames`); counted per fragment it would add parcel-frames that are
+        # not there.
         truth_of = truth_ids_of_instances(result.segmentation, ids)
-        by_id = truth.by_id()
+        main: dict[int, tuple[int, int]] = {}  # truth id -> (track id, pixels)
+        fragments: Counter[int] = Counter()
         for p in result.parcels:
-            tid = truth_of.get(p.label, 0)
+            tid, pixels = truth_of.get(p.label, (0, 0))
             if tid:
-                self.track_ids[tid][p.track_id] += 1
-                self.track_sequences[tid].append(p.track_id)
-                if by_id[tid].top_face.visible_fraction >= 0.5:
-                    self.visible_track_ids[tid][p.track_id] += 1
+                fragments[tid] += 1
+                if pixels > main.get(tid, (0, -1))[1]:
+                    main[tid] = (p.track_id, pixels)
+        self.split_parcel_frames += sum(1 for n in fragments.values() if n > 1)
+        by_id = truth.by_id()
+        for tid, (track_id, _) in main.items():
+            self.track_ids[tid][track_id] += 1
+            self.track_sequences[tid].append(track_id)
+            if by_id[tid].top_face.visible_fraction >= 0.5:
+                self.visible_track_ids[tid][track_id] += 1
         return FrameGrasps(result.stamp_ns, top, checks, wanted, served)
 
     def tracking(self) -> dict[str, Any]:
         """Id consistency: the share of a parcel's tracked frames under its usual id.
+
+        A frame's id for a parcel is that of the mask covering most of it.
 
         Also over the frames where at least half its top face is visible: a parcel mostly
         hidden in a pile, seen again from another side, is where ids are lost.
@@ -270,6 +291,7 @@ class GraspScorer:
             'parcels': len(self.track_ids),
             'parcel_frames': frames,
             'id_switches': switches,
+            'split_parcel_frames': self.split_parcel_frames,
             'parcels_with_one_id': sum(1 for c in self.track_ids.values() if len(c) == 1),
             'id_consistency_face_visible': v_kept / v_frames if v_frames else math.nan,
             'face_visible_frames': v_frames,

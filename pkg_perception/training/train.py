@@ -19,6 +19,7 @@ from tqdm import tqdm
 from pkg_perception.errors import ConfigError
 from pkg_perception.segmentation.inputs import InputSpec
 from pkg_perception.training.model import NUM_CLASSES, ParcelNet
+from pkg_perception.training.targets import EDGE_DISTANCE_PX
 
 CHECKPOINT = 'last.pt'
 LOG = 'log.jsonl'
@@ -38,6 +39,9 @@ class TrainConfig:
     blocks: tuple[int, ...] = (0, 1, 2, 2)
     output_stride: int = 2  # model input pixels per output pixel, each way
     edge_weight: float = 2.0
+    # Extra edge-loss weight on boundaries between touching parcels (no belt within
+    # TOUCH_RADIUS output pixels): few pixels, yet the only thing that splits a pile.
+    touching_weight: float = 0.0
     # Class weights go as frequency**-class_balance: mailers and envelopes cover a few
     # per cent of the pixels and were drowned out by boxes at 0 (plain cross-entropy).
     class_balance: float = 0.5
@@ -92,16 +96,38 @@ def class_weights(classes: np.ndarray, power: float) -> torch.Tensor:
     return torch.tensor(w / (freq * w).sum(), dtype=torch.float32)
 
 
+# Beyond the band where the edge target is below 1, so no belt edge is taken for one.
+TOUCH_RADIUS = math.ceil(EDGE_DISTANCE_PX) + 2
+
+
+def touching_boundaries(cls: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) bool: parcel pixels near an edge with no belt within TOUCH_RADIUS.
+
+    Such an edge can only be one between two parcels: the boundary the post-process needs
+    to split touching and stacked parcels, as in U-Net's weight map for touching cells.
+    """
+    belt = (cls == 0).float()[:, None]
+    k = 2 * TOUCH_RADIUS + 1
+    belt_near = F.max_pool2d(belt, k, stride=1, padding=TOUCH_RADIUS)[:, 0] > 0
+    return (cls > 0) & (edge < 255) & ~belt_near
+
+
 def losses(
     logits: torch.Tensor,
     cls: torch.Tensor,
     edge: torch.Tensor,
     edge_weight: float,
     weights: torch.Tensor | None = None,
+    touching_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy on the class map plus BCE on the edge distance."""
     ce = F.cross_entropy(logits[:, :NUM_CLASSES], cls.long(), weight=weights)
-    bce = F.binary_cross_entropy_with_logits(logits[:, NUM_CLASSES], edge.float() / 255.0)
+    pixel_weight = None
+    if touching_weight > 0:
+        pixel_weight = 1.0 + touching_weight * touching_boundaries(cls, edge).float()
+    bce = F.binary_cross_entropy_with_logits(
+        logits[:, NUM_CLASSES], edge.float() / 255.0, weight=pixel_weight
+    )
     total = ce + edge_weight * bce
     return total, {'loss': total.item(), 'ce': ce.item(), 'edge': bce.item()}
 
@@ -127,7 +153,7 @@ def validate(
         idx = np.arange(start, min(start + config.batch_size, len(data)))
         x, cls, edge = _batch(data, idx)
         logits = model(x)
-        _, parts = losses(logits, cls, edge, config.edge_weight, weights)
+        _, parts = losses(logits, cls, edge, config.edge_weight, weights, config.touching_weight)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v * len(idx)
         truth = cls.long().ravel().numpy()
@@ -234,7 +260,9 @@ def train(
             for g in opt.param_groups:
                 g['lr'] = _lr_at(step, config)
             x, cls, edge = augment(*_batch(train_set, indices(step)), gen)
-            loss, parts = losses(model(x), cls, edge, config.edge_weight, weights)
+            loss, parts = losses(
+                model(x), cls, edge, config.edge_weight, weights, config.touching_weight
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
