@@ -17,6 +17,7 @@ from rosbags.rosbag2 import Reader
 from pkg_perception.bag.reader import BagFrameReader
 from pkg_perception.bag.topics import TopicMap
 from pkg_perception.errors import BagError
+from pkg_perception.processes import worker_context
 from pkg_perception.sim.record import record_bag
 from pkg_perception.sim.simulator import ConveyorSimulator
 
@@ -168,6 +169,11 @@ def test_same_seed_same_bag_and_workers_do_not_matter(
     a = [m for m in _raw_messages(other.path) if m[0] == TOPICS.color]
     b = [m for m in _raw_messages(small_bag_path) if m[0] == TOPICS.color][:2]
     assert a != b
+
+
+def test_workers_are_never_forked_from_a_threaded_process() -> None:
+    # Forking while open3d's ray-casting threads run can hang a worker on a copied lock.
+    assert worker_context().get_start_method() in ('forkserver', 'spawn')
 
 
 def test_sqlite3_storage_reads_back(tmp_path: Path) -> None:

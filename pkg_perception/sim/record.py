@@ -4,22 +4,22 @@
 
 Frames depend only on (seed, index), so they can be rendered in worker processes and still
 give a byte-identical bag. Workers render while this process writes, so even one worker
-overlaps rendering with writing where there is a second core. Where processes fork, workers
-start from this process's simulator (static background and first parcels already done)
-instead of building their own, and each uses its share of the cores for ray casting, so two
-workers do not oversubscribe two cores. Ctrl-C (SIGINT) or SIGTERM stops after the current
-frame and leaves a valid bag with what was written.
+overlaps rendering with writing where there is a second core. Each worker builds its own
+simulator in a clean process (see `pkg_perception.processes`: forking this one, whose
+ray-casting threads are running, can hang a child) and uses its share of the cores for ray
+casting, so two workers do not oversubscribe two cores. Ctrl-C (SIGINT) or SIGTERM stops
+within a fraction of a second, whatever the workers are doing, and leaves a valid bag with
+what was written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from pkg_perception.bag.writer import SimBagWriter
 from pkg_perception.errors import ConfigError
+from pkg_perception.processes import worker_context
 from pkg_perception.sim.simulator import (
     BASE_FRAME,
     CONVEYOR_FRAME,
@@ -39,14 +40,15 @@ from pkg_perception.sim.simulator import (
 _WORKER_SIM: ConveyorSimulator | None = None
 
 
-def _init_worker(
-    sim: ConveyorSimulator | None, config: SimConfig, seed: int, threads: int
-) -> None:
-    """Set up a worker: the parent's simulator where forked (`sim`), else a new one."""
+_POLL_S = 0.2  # how often the writer looks at the stop flag while it waits for a frame
+
+
+def _init_worker(config: SimConfig, seed: int, threads: int) -> None:
+    """Set up a worker: its own simulator, the same (seed, config) as the parent's."""
     global _WORKER_SIM  # one simulator per worker process, built once
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop...
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ...and ends workers with SIGTERM
-    _WORKER_SIM = sim if sim is not None else ConveyorSimulator(config, seed)
+    _WORKER_SIM = ConveyorSimulator(config, seed)
     _WORKER_SIM.renderer.threads = threads
 
 
@@ -87,15 +89,37 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _pool(sim: ConveyorSimulator, config: SimConfig, seed: int, workers: int) -> Any:
+def _pool(config: SimConfig, seed: int, workers: int) -> Any:
     """A pool of `workers` rendering processes, each ray casting on its share of the cores."""
     threads = max(1, (os.cpu_count() or 1) // workers)
-    if 'fork' in mp.get_all_start_methods():
-        # Forked workers inherit `sim` as it is (nothing is pickled): no second static render.
-        ctx = mp.get_context('fork')
-        return ctx.Pool(workers, initializer=_init_worker, initargs=(sim, config, seed, threads))
-    ctx = mp.get_context()
-    return ctx.Pool(workers, initializer=_init_worker, initargs=(None, config, seed, threads))
+    return worker_context().Pool(
+        workers, initializer=_init_worker, initargs=(config, seed, threads)
+    )
+
+
+def _ready() -> None:
+    """A task that completes as soon as one worker has built its simulator."""
+
+
+def _frames(sim: ConveyorSimulator, pool: Any, frames: int, stop: _StopFlag) -> Iterator[SimFrame]:
+    """Frames 0.. in order; ends early, without waiting on a worker, once `stop` is set."""
+    started = pool.apply_async(_ready) if pool is not None else None
+    # This process renders while the workers start (importing and building a simulator
+    # take about a second), and on its own if they never do.
+    k = 0
+    while k < frames and (started is None or not started.ready()):
+        yield sim.frame(k)
+        k += 1
+    if k == frames:
+        return
+    rendered = pool.imap(_render, range(k, frames), chunksize=1)
+    while not stop.set:
+        try:
+            yield rendered.next(timeout=_POLL_S)
+        except mp.TimeoutError:
+            continue
+        except StopIteration:
+            return
 
 
 def record_bag(
@@ -129,14 +153,10 @@ def record_bag(
             bar = tqdm(
                 total=frames, unit='frame', desc=f'simulate {out.name}', disable=not progress
             )
-            # The first frame is rendered here: it lays out the first parcels, which forked
-            # workers then inherit. With one core, one worker would only add copying.
-            first = sim.frame(0)
-            rest: Iterable[SimFrame] = (sim.frame(k) for k in range(1, frames))
+            # With one core, one worker would only add copying.
             if frames > 1 and (workers > 1 or (os.cpu_count() or 1) > 1):
-                pool = _pool(sim, config, seed, workers)
-                rest = pool.imap(_render, range(1, frames), chunksize=1)
-            for frame in itertools.chain([first], rest):
+                pool = _pool(config, seed, workers)
+            for frame in _frames(sim, pool, frames, stop):
                 bag.write_frame(
                     stamp_ns=frame.stamp_ns,
                     camera=sim.camera,

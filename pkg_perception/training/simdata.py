@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pkg_perception.frames import depth_from_millimetres
+from pkg_perception.processes import worker_context
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.inputs import InputSpec
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
@@ -103,7 +104,7 @@ def build_sim_dataset(
                 render_shard(plan, spec, output_stride, s, p)
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
                 futures = [
                     pool.submit(render_shard, plan, spec, output_stride, s, p) for s, p in todo
                 ]
