@@ -416,6 +416,11 @@ def _cmd_evaluate_grasps(args: argparse.Namespace) -> int:
         f'top-1 failures: {g["top1_failures"] or "none"}'
     )
     print(
+        f'pile order (something rests on the parcel): precision '
+        f'{g["pile_order_precision"]:.3f} of {g["pile_order_said_under"]} parcel-frames said '
+        f'under, recall {g["pile_order_recall"]:.3f} of {g["pile_order_truly_under"]} truly under'
+    )
+    print(
         f'tracking id consistency {t["id_consistency"]:.3f} over {t["parcels"]} parcels '
         f'({t["id_switches"]} id switches)'
     )

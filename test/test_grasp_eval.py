@@ -194,6 +194,59 @@ def test_a_split_mask_counts_once_for_tracking_and_as_a_split() -> None:
     assert t['id_consistency'] == 1.0  # the larger part kept the parcel's id
 
 
+def _stack_truth(blocks: list[Block], supports: dict[int, tuple[int, ...]]) -> FrameTruth:
+    """Truth for blocks labelled 1.., with `supports[i]` the labels lying on block i."""
+    parcels = []
+    for i, b in enumerate(blocks, start=1):
+        on = tuple(k for k, held in supports.items() if i in held)
+        face = TopFaceTruth(
+            center=np.array([b.x, b.y, b.height]),
+            normal=np.array([0.0, 0.0, 1.0]),
+            x_axis=np.array([1.0, 0.0, 0.0]),
+            half_extents=np.array([b.length, b.width]) / 2,
+            flatness=0.0,
+            visible_fraction=1.0,
+        )
+        parcels.append(
+            ParcelTruth(
+                parcel_id=i,
+                parcel_class=b.parcel_class,
+                pose=make_transform(np.eye(3), [b.x, b.y, b.height / 2]),
+                size=np.array([b.length, b.width, b.height]),
+                visible_pixels=1000,
+                top_face=face,
+                rests_on=on,
+                supports=supports.get(i, ()),
+                graspable=not supports.get(i),
+            )
+        )
+    return FrameTruth(0, 'conveyor', np.zeros(3), tuple(parcels))
+
+
+@pytest.mark.parametrize(
+    ('supports', 'precision', 'recall'),
+    [({1: (2,)}, 1.0, 1.0), ({}, 0.0, math.nan), ({2: (1,)}, 0.0, 0.0)],
+    ids=['right', 'stack-not-in-truth', 'upside-down'],
+)
+def test_pile_order_is_scored_against_the_truth(
+    supports: dict[int, tuple[int, ...]], precision: float, recall: float
+) -> None:
+    lower = Block(0.0, 0.0, 0.40, 0.30, 0.10)
+    upper = Block(0.10, 0.05, 0.20, 0.15, 0.16, parcel_class=ParcelClass.MAILER)
+    blocks = [lower, upper]
+    pipe = Pipeline(SceneSegmenter(blocks), target_frame='conveyor')
+    _, ids = render(blocks)
+    scorer = GraspScorer(cup_radius=CUP)
+    for k in range(2):
+        f = frame(blocks, stamp_ns=k * 66_666_667)
+        f.ground_truth = _GT(_stack_truth(blocks, supports), ids)
+        scorer.add(pipe.process(f), f)
+    g = scorer.grasping()
+    assert g['pile_order_said_under'] == 2  # the lower block, in each frame
+    assert g['pile_order_precision'] == pytest.approx(precision)
+    assert g['pile_order_recall'] == pytest.approx(recall, nan_ok=True)
+
+
 def test_evaluate_bag_on_the_simulated_bag(small_bag_path: Path) -> None:
     seen = []
     result = evaluate_bag(

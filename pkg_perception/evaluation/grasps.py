@@ -31,7 +31,7 @@ from pkg_perception.errors import InputError
 from pkg_perception.frames import CameraModel, RGBDFrame
 from pkg_perception.geometry import project_points
 from pkg_perception.grasping import GraspConfig
-from pkg_perception.results import GraspCandidate, PerceptionResult
+from pkg_perception.results import GraspCandidate, Parcel, PerceptionResult
 from pkg_perception.segmentation.instances import Segmentation
 from pkg_perception.sim.ground_truth import FrameTruth, ParcelTruth
 from pkg_perception.transforms import Matrix4
@@ -195,6 +195,8 @@ class GraspScorer:
     any_face_parcel_frames: int = 0  # ground truth's graspable, whatever the face's width
     any_face_served: int = 0
     split_parcel_frames: int = 0  # parcel-frames whose parcel is cut into several masks
+    # Pile order per parcel-frame: (something rests on it in truth, the pipeline says so).
+    pile_order: Counter[tuple[bool, bool]] = field(default_factory=Counter)
     track_ids: dict[int, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     track_sequences: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     # The same, over frames where at least half the parcel's top face is visible.
@@ -253,17 +255,19 @@ class GraspScorer:
         # `split_parcel_frames`); counted per fragment it would add parcel-frames that are
         # not there.
         truth_of = truth_ids_of_instances(result.segmentation, ids)
-        main: dict[int, tuple[int, int]] = {}  # truth id -> (track id, pixels)
+        main: dict[int, tuple[Parcel, int]] = {}  # truth id -> (main mask's parcel, pixels)
         fragments: Counter[int] = Counter()
         for p in result.parcels:
             tid, pixels = truth_of.get(p.label, (0, 0))
             if tid:
                 fragments[tid] += 1
-                if pixels > main.get(tid, (0, -1))[1]:
-                    main[tid] = (p.track_id, pixels)
+                if pixels > (main[tid][1] if tid in main else -1):
+                    main[tid] = (p, pixels)
         self.split_parcel_frames += sum(1 for n in fragments.values() if n > 1)
         by_id = truth.by_id()
-        for tid, (track_id, _) in main.items():
+        for tid, (parcel, _) in main.items():
+            track_id = parcel.track_id
+            self.pile_order[(bool(by_id[tid].supports), bool(parcel.supports))] += 1
             self.track_ids[tid][track_id] += 1
             self.track_sequences[tid].append(track_id)
             if by_id[tid].top_face.visible_fraction >= 0.5:
@@ -312,6 +316,23 @@ class GraspScorer:
             'best_per_parcel_success': _rate(self.best_per_parcel_successes, self.best_per_parcel),
             'candidate_success': _rate(self.candidate_successes, self.candidates),
             'top1_failures': dict(self.top1_failures),
+            **self._pile_order(),
+        }
+
+    def _pile_order(self) -> dict[str, Any]:
+        """How well "something rests on this parcel" matches the truth, per parcel-frame.
+
+        A false "yes" costs a free parcel its rank (GraspConfig.under_penalty); a false
+        "no" lets the pipeline offer a parcel that something lies on.
+        """
+        c = self.pile_order
+        said = c[(True, True)] + c[(False, True)]
+        true = c[(True, True)] + c[(True, False)]
+        return {
+            'pile_order_precision': _rate(c[(True, True)], said),
+            'pile_order_recall': _rate(c[(True, True)], true),
+            'pile_order_said_under': said,
+            'pile_order_truly_under': true,
         }
 
     def summary(self) -> dict[str, Any]:
