@@ -23,7 +23,7 @@ from pkg_perception.segmentation.onnx import OnnxSegmenter
 from pkg_perception.training.coco import coco_arrays, write_coco_dataset
 from pkg_perception.training.export import export_onnx
 from pkg_perception.training.run import run_training, save_weights
-from pkg_perception.training.simdata import SimDataPlan
+from pkg_perception.training.simdata import SimDataPlan, load_shards
 from pkg_perception.training.targets import edge_distance
 from pkg_perception.training.train import (
     TrainConfig,
@@ -62,6 +62,23 @@ def onnx_model(weights, tmp_path_factory) -> Path:
     report = export_onnx(weights, tmp_path_factory.mktemp('onnx') / 'm.onnx')
     assert report.max_abs_diff < 1e-4  # PyTorch and ONNX Runtime agree
     return report.path
+
+
+def test_shards_load_in_order_into_one_set(tmp_path):
+    rng = np.random.default_rng(0)
+    shards = []
+    for k, n in enumerate((3, 1, 2)):
+        part = {
+            'inputs': rng.normal(size=(n, 5, 4, 6)).astype(np.float16),
+            'classes': rng.integers(0, 5, (n, 4, 6), dtype=np.uint8),
+            'edge': rng.integers(0, 255, (n, 4, 6), dtype=np.uint8),
+        }
+        np.savez(tmp_path / f'{k}.npz', **part)
+        shards.append(part)
+    got = load_shards(tmp_path / f'{k}.npz' for k in range(3))
+    for key in ('inputs', 'classes', 'edge'):
+        want = np.concatenate([s[key] for s in shards])
+        assert got[key].dtype == want.dtype and np.array_equal(got[key], want)
 
 
 def test_touching_boundaries_mark_edges_between_parcels_not_against_the_belt():

@@ -223,11 +223,9 @@ def _score_against_truth(
 
     by_stamp = {int(r['stamp_ns']): k for k, r in enumerate(records)}
     scorer = SegmentationScorer()
-    # Same masks with every class merged: tells mask quality apart from classification.
-    agnostic = SegmentationScorer()
     motion = GraspScorer(cup_radius=cup_radius) if cup_radius else GraspScorer()
     name = 'replay'
-    scorer.dt[name], agnostic.dt[name] = [], []
+    scorer.dt[name] = []
     seen = 0
     bar = tqdm(total=len(records), desc='evaluate', unit='frame', disable=not progress)
     for frame in bag_frames:
@@ -241,9 +239,6 @@ def _score_against_truth(
         gts = scorer.gt[before:]
         dets = _detections(rec, image_id)
         scorer.dt[name].extend(dets)
-        one = dict.fromkeys(classes, ParcelClass.BOX)
-        agnostic.add_truth(gt.instance_ids, one, is_pile_frame(gt.truth))
-        agnostic.dt[name].extend({**d, 'category_id': int(ParcelClass.BOX)} for d in dets)
         score = evaluation.frames[k]
         score.gt, score.detections, score.matched = len(gts), len(dets), _matches(dets, gts)
         with contextlib.suppress(InputError):  # no conveyor transform: masks only
@@ -265,7 +260,7 @@ def _score_against_truth(
         'piles': seg['piles'],
         'pile_frames': seg['pile_frames'],
         'per_class': seg['per_class'],
-        'class_agnostic': agnostic.scores(name)['all'],
+        'class_agnostic': seg['class_agnostic'],
         'f1_at_50': _f1(evaluation.frames),
     }
     m.update(motion.summary())

@@ -104,22 +104,26 @@ class SegmentationScorer:
         return coco
 
     def scores(self, name: str) -> dict[str, Any]:
-        """AP, AP50, AP75 overall, per class, and on pile frames, for one segmenter."""
+        """AP, AP50, AP75: overall, class-agnostic, per class and on pile frames."""
         gt = self._coco_gt()
         dets = self.dt.get(name, [])
         out: dict[str, Any] = {'frames': len(self.images), 'detections': len(dets)}
-        out['all'] = _evaluate(gt, dets, [img['id'] for img in self.images], None)
+        every = [img['id'] for img in self.images]
+        out['all'] = _evaluate(gt, dets, every, None)
+        # Masks matched whatever class was called: what is lost to classification alone.
+        out['class_agnostic'] = _evaluate(gt, dets, every, None, use_classes=False)
         out['piles'] = _evaluate(gt, dets, self.pile_images, None)
         out['pile_frames'] = len(self.pile_images)
-        out['per_class'] = {
-            c.label: _evaluate(gt, dets, [img['id'] for img in self.images], [int(c)])
-            for c in ParcelClass
-        }
+        out['per_class'] = {c.label: _evaluate(gt, dets, every, [int(c)]) for c in ParcelClass}
         return out
 
 
 def _evaluate(
-    gt: COCO, dets: list[dict[str, Any]], image_ids: list[int], cat_ids: list[int] | None
+    gt: COCO,
+    dets: list[dict[str, Any]],
+    image_ids: list[int],
+    cat_ids: list[int] | None,
+    use_classes: bool = True,
 ) -> dict[str, float]:
     if not image_ids:
         return {'AP': float('nan'), 'AP50': float('nan'), 'AP75': float('nan')}
@@ -129,6 +133,7 @@ def _evaluate(
         ev.params.imgIds = image_ids
         if cat_ids is not None:
             ev.params.catIds = cat_ids
+        ev.params.useCats = int(use_classes)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -193,15 +198,16 @@ def evaluate_bag(
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown table: one row per segmenter, AP / AP50 / AP75, piles, and per-class AP."""
-    head = '| segmenter | AP | AP50 | AP75 | piles AP | piles AP50 | ' + ' | '.join(
-        f'{c.label} AP' for c in ParcelClass
+    head = (
+        '| segmenter | AP | AP50 | AP75 | piles AP | piles AP50 | any-class AP | any-class AP50 | '
+        + ' | '.join(f'{c.label} AP' for c in ParcelClass)
     )
-    lines = [head + ' |', '|' + '---|' * (6 + len(ParcelClass))]
+    lines = [head + ' |', '|' + '---|' * (8 + len(ParcelClass))]
     for name, r in results.items():
-        a, p = r['all'], r['piles']
+        a, p, u = r['all'], r['piles'], r['class_agnostic']
         per = ' | '.join(f'{r["per_class"][c.label]["AP"]:.3f}' for c in ParcelClass)
         lines.append(
             f'| {name} | {a["AP"]:.3f} | {a["AP50"]:.3f} | {a["AP75"]:.3f} | '
-            f'{p["AP"]:.3f} | {p["AP50"]:.3f} | {per} |'
+            f'{p["AP"]:.3f} | {p["AP50"]:.3f} | {u["AP"]:.3f} | {u["AP50"]:.3f} | {per} |'
         )
     return '\n'.join(lines)
