@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,9 @@ class Sample:
     inputs: npt.NDArray[np.float16]  # (5, H, W)
     classes: npt.NDArray[np.uint8]  # (H / output stride, W / output stride), 0 = background
     edge: npt.NDArray[np.uint8]  # same size, edge distance * 255
+
+
+SHARD_KEYS = tuple(f.name for f in fields(Sample))  # the arrays of a shard on disk
 
 
 def make_sample(
@@ -46,8 +49,4 @@ def make_sample(
 
 def stack(samples: list[Sample]) -> dict[str, np.ndarray]:
     """Samples -> arrays with a leading frame axis (the shard format on disk)."""
-    return {
-        'inputs': np.stack([s.inputs for s in samples]),
-        'classes': np.stack([s.classes for s in samples]),
-        'edge': np.stack([s.edge for s in samples]),
-    }
+    return {k: np.stack([getattr(s, k) for s in samples]) for k in SHARD_KEYS}

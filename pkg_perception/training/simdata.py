@@ -22,7 +22,7 @@ from pkg_perception.processes import worker_context
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.inputs import InputSpec
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
-from pkg_perception.training.samples import make_sample, stack
+from pkg_perception.training.samples import SHARD_KEYS, make_sample, stack
 
 # Piles are the hard case, so they get the largest share.
 SCENE_CYCLE = ('piles', 'mixed', 'piles', 'rows', 'mixed', 'sparse', 'piles', 'mixed')
@@ -114,14 +114,12 @@ def build_sim_dataset(
     return paths
 
 
-SHARD_KEYS = ('inputs', 'classes', 'edge')
-
-
 def load_shards(paths: Iterable[Path]) -> dict[str, np.ndarray]:
     """Concatenate shards into one in-memory set.
 
-    Filled shard by shard into arrays sized from the shards' headers, so the peak is the
-    set itself (750 cells: 11 GB), not the set twice as with a concatenate.
+    Frames are counted in a first pass (over the smallest array), then every shard is
+    copied into arrays of the full size: the peak is the set itself (750 cells: 11 GB),
+    not the set twice as with a concatenate.
     """
     paths = list(paths)
     counts = []
