@@ -63,6 +63,9 @@ class GraspConfig:
             may rest on it where that cannot be seen.
         partial_view_penalty: score factor for a parcel cut by the image border: what
             lies beyond the border (another parcel resting on it) is unknown.
+        withhold_when_all_under: publish no candidate in a frame where every candidate is
+            on a parcel something rests on: nothing in view is safe to pick, and the next
+            frame, further along the belt, may show a free one.
         edge_score_distance: distance beyond the required edge clearance at which the
             score for edge distance is full; the middle of a surface ranks first.
         lift: how masks become surfaces.
@@ -88,6 +91,7 @@ class GraspConfig:
     under_penalty: float = 0.25
     beside_higher_penalty: float = 0.7
     partial_view_penalty: float = 0.7
+    withhold_when_all_under: bool = True
     edge_score_distance: float = 0.05
     lift: LiftParams = field(default_factory=LiftParams)
 
@@ -223,6 +227,10 @@ def plan(
     widths = np.concatenate([q[3] for q in parts])
     index = np.concatenate([q[4] for q in parts])
     keep = (scores >= config.min_score) & np.isfinite(poses).all(axis=(1, 2))
+    if config.withhold_when_all_under and all(
+        parcels[i].over or parcels[i].covered for i in np.unique(index[keep])
+    ):
+        keep[:] = False
     order = np.argsort(-scores[keep], kind='stable')[: config.max_candidates]
     sel = np.nonzero(keep)[0][order]
     return GraspPlan(poses[sel], scores[sel], jaw[sel], widths[sel], index[sel])

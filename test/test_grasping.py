@@ -146,6 +146,20 @@ def test_a_parcel_under_another_ranks_last() -> None:
     assert max(g.score for g in grasps if g.parcel_id == 1) <= CONFIG.under_penalty
 
 
+def test_nothing_is_offered_when_every_candidate_carries_another_parcel() -> None:
+    # The strip on top is too narrow for the cup, and jaws are off: only the lower parcel
+    # would get candidates, and something lies on it.
+    lower = Block(0.0, 0.0, 0.40, 0.30, 0.10)
+    strip = Block(0.05, 0.0, 0.25, 0.03, 0.13, parcel_class=ParcelClass.MAILER)
+    suction_only = GraspConfig(parallel_jaw=False)
+    lifted, grasps = _plan([lower, strip], suction_only)
+    assert {p.label: p for p in lifted}[1].over == {2}
+    assert grasps == []
+    offered = GraspConfig(parallel_jaw=False, withhold_when_all_under=False)
+    _, grasps = _plan([lower, strip], offered)
+    assert grasps and {g.parcel_id for g in grasps} == {1}
+
+
 def test_side_by_side_parcels_are_not_piled() -> None:
     lifted, _ = _plan([Block(-0.1, 0.0, 0.2, 0.2, 0.10), Block(0.1, 0.0, 0.2, 0.2, 0.30)])
     assert all(not p.over for p in lifted)

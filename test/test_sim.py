@@ -12,7 +12,7 @@ from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import ConfigError
 from pkg_perception.frames import depth_from_millimetres
 from pkg_perception.sim.ground_truth import FrameTruth
-from pkg_perception.sim.layout import BeltLayout
+from pkg_perception.sim.layout import MAX_PILE_TOP, MAX_TILT, BeltLayout, _rest_plane
 from pkg_perception.sim.parcels import SIZE_RANGES, sample_shape
 from pkg_perception.sim.render import BeltRenderer, Lighting
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
@@ -45,6 +45,36 @@ def test_piles_stack_parcels_and_rows_do_not() -> None:
         assert p.rests_on == ()
         assert p.pose[2, 3] == pytest.approx(p.shape.size[2] / 2, abs=1e-6)  # flat on the belt
         assert abs(p.pose[1, 3]) < 0.45
+
+
+def _footprint(half: float = 0.2, step: float = 0.02) -> np.ndarray:
+    g = np.arange(-half, half + 1e-9, step)
+    return np.stack(np.meshgrid(g, g, indexing='ij'), -1).reshape(-1, 2)
+
+
+def test_a_dropped_parcel_rests_with_its_centre_supported() -> None:
+    uv = _footprint()
+    assert _rest_plane(uv, np.zeros(len(uv))) == pytest.approx((0, 0, 0), abs=1e-9)
+    # A block under the centre (and more): the parcel lies flat on it.
+    block = np.where(uv[:, 0] <= 0.05, 0.1, 0.0)
+    assert _rest_plane(uv, block) == pytest.approx((0.1, 0, 0), abs=1e-9)
+    # A low block under less than half: it tips over the block's edge onto the belt.
+    block = np.where(uv[:, 0] <= -0.06, 0.1, 0.0)
+    a, b, c = _rest_plane(uv, block)
+    slope = -0.1 / (0.2 + 0.06)  # from the block's edge (u = -0.06) down to the far end
+    assert (b, c) == pytest.approx((slope, 0), abs=1e-9)
+    assert a == pytest.approx(0.1 + slope * 0.06, abs=1e-9)
+    # A tall one: the rest would be steeper than MAX_TILT, so it slides off.
+    assert _rest_plane(uv, np.where(uv[:, 0] <= -0.06, 0.3, 0.0)) is None
+
+
+def test_piles_are_statically_plausible() -> None:
+    for seed in range(3):
+        layout = BeltLayout(np.random.default_rng(seed), scene='piles', belt_width=0.9, start_x=0)
+        for p in layout.parcels_between(-6.0, 0.0):
+            assert np.arccos(p.pose[2, 2]) <= MAX_TILT + 1e-6
+            top = p.pose[2, 3] + p.pose[2, 2] * p.shape.size[2] / 2
+            assert top <= MAX_PILE_TOP
 
 
 def _belt_pixels(sim: ConveyorSimulator, frame) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.optimize import linprog
 from scipy.spatial import cKDTree
 
 from pkg_perception.classes import ParcelClass
@@ -28,6 +29,10 @@ CLASS_MIX = {
 }
 MAX_TILT = np.radians(28.0)
 CELL = 0.005  # heightmap resolution, metres
+# Infeeds level piles under a bar: no parcel's top stands higher than MAX_PILE_TOP, nor
+# nearer the camera than CAMERA_CLEARANCE (stereo sees nothing within ~0.3 m).
+MAX_PILE_TOP = 0.55
+CAMERA_CLEARANCE = 0.4
 
 
 @dataclass(frozen=True)
@@ -75,30 +80,53 @@ def _footprint_grid(size_xy: npt.NDArray[np.float64], step: float) -> npt.NDArra
     return np.stack([gx.ravel(), gy.ravel()], 1)
 
 
+def _rest_plane(
+    uv: npt.NDArray[np.float64], h: npt.NDArray[np.float64]
+) -> tuple[float, float, float] | None:
+    """The plane z = a + b u + c v a rigid parcel comes to rest on, or None if it slides off.
+
+    A parcel at rest has its centre as low as the surface under it allows: minimizing the
+    height `a` at the footprint's centre (u, v = 0) with the plane above every sample is a
+    small linear program, and at its optimum the centre lies over the convex hull of the
+    samples the plane touches (the LP's optimality condition), which is what static balance
+    asks. Nothing rests balanced on one corner or hovers over a neighbour. A rest steeper
+    than MAX_TILT would slide or tip further: None, so the caller drops the parcel elsewhere.
+    """
+    # Slope bounded by an octagon of radius tan(60 deg): room to find the true rest first.
+    angles = np.arange(8) * np.pi / 4
+    bound = np.tan(np.radians(60.0))
+    a_ub = np.vstack(
+        [
+            np.c_[-np.ones(len(h)), -uv[:, 0], -uv[:, 1]],  # a + b u + c v >= h
+            np.c_[np.zeros(8), np.cos(angles), np.sin(angles)],
+        ]
+    )
+    b_ub = np.r_[-h, np.full(8, bound)]
+    res = linprog([1.0, 0.0, 0.0], A_ub=a_ub, b_ub=b_ub, bounds=[(None, None)] * 3, method='highs')
+    if res.status != 0:
+        return None
+    a, b, c = (float(v) for v in res.x)
+    if np.hypot(b, c) > np.tan(MAX_TILT):
+        return None
+    return a, b, c
+
+
 def _settle(
-    hm: _Heightmap, shape: ParcelShape, x: float, y: float, yaw: float
-) -> tuple[Matrix4, tuple[int, ...], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Rest a parcel on the heightmap under its footprint; returns pose, supports, raster."""
+    hm: _Heightmap, shape: ParcelShape, x: float, y: float, yaw: float, max_top: float
+) -> tuple[Matrix4, tuple[int, ...], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """Rest a parcel on the heightmap under its footprint: pose, supports, raster of its top.
+
+    None when it would not stay there (see `_rest_plane`) or would stand over `max_top`.
+    """
     local = _footprint_grid(shape.size[:2] * 0.96, 0.02)
     rz = rotation_z(yaw)[:2, :2]
     world = local @ rz.T + [x, y]
     i, j = hm.cells(world)
     h, owner = hm.height[i, j], hm.owner[i, j]
-    # Plane through the highest point of each footprint quadrant, lifted clear of all samples.
-    quad = (local[:, 0] >= 0).astype(int) * 2 + (local[:, 1] >= 0).astype(int)
-    pts = []
-    for q in range(4):
-        sel = np.where(quad == q)[0]
-        k = sel[np.argmax(h[sel])]
-        pts.append((world[k, 0] - x, world[k, 1] - y, h[k]))
-    p = np.asarray(pts)
-    design = np.c_[np.ones(4), p[:, 0], p[:, 1]]
-    a, b, c = np.linalg.lstsq(design, p[:, 2], rcond=None)[0]
-    slope = np.hypot(b, c)
-    if slope > np.tan(MAX_TILT):
-        b, c = b * np.tan(MAX_TILT) / slope, c * np.tan(MAX_TILT) / slope
-    plane = a + b * (world[:, 0] - x) + c * (world[:, 1] - y)
-    a += max(0.0, float(np.max(h - plane)))
+    rest = _rest_plane(world - [x, y], h)
+    if rest is None:
+        return None
+    a, b, c = rest
     plane = a + b * (world[:, 0] - x) + c * (world[:, 1] - y)
     touching = (plane - h < 0.006) & (owner > 0)
     rests_on = tuple(sorted({int(o) for o in owner[touching]}))
@@ -113,13 +141,16 @@ def _settle(
     _, nearest = tree.query(fine)
     z_local = tops[nearest].astype(np.float64)
     pts3 = np.c_[fine, z_local] @ rot.T + centre
+    if pts3[:, 2].max() > max_top:
+        return None
     return pose, rests_on, pts3[:, :2], pts3[:, 2]
 
 
 class BeltLayout:
     """Parcels laid out upstream of the camera, generated lazily as the belt moves.
 
-    Generation is deterministic for a seed: segments are drawn in belt order.
+    Generation is deterministic for a seed: segments are drawn in belt order. `max_top` is
+    the height no parcel's top may exceed (the cell's leveling bar).
     """
 
     def __init__(
@@ -129,6 +160,7 @@ class BeltLayout:
         scene: str,
         belt_width: float,
         start_x: float,
+        max_top: float = MAX_PILE_TOP,
     ) -> None:
         if scene not in SCENE_KINDS:
             raise ValueError(f'scene {scene!r} is not one of {", ".join(SCENE_KINDS)}')
@@ -138,6 +170,7 @@ class BeltLayout:
         self._frontier = start_x  # everything downstream of this belt x is laid out
         self._parcels: list[PlacedParcel] = []
         self._next_id = 1
+        self._max_top = max_top
 
     def parcels_between(self, x_lo: float, x_hi: float) -> list[PlacedParcel]:
         """Parcels whose footprint may overlap belt x in [x_lo, x_hi]; lays out more if needed."""
@@ -169,14 +202,19 @@ class BeltLayout:
 
     def _place(
         self, hm: _Heightmap, shape: ParcelShape, look: Appearance, x: float, y: float, yaw: float
-    ) -> None:
-        pose, rests_on, xy, z = _settle(hm, shape, x, y, yaw)
+    ) -> bool:
+        """Put a parcel down where it comes to rest; False if it would not stay there."""
+        settled = _settle(hm, shape, x, y, yaw, self._max_top)
+        if settled is None:
+            return False
+        pose, rests_on, xy, z = settled
         i, j = hm.cells(xy)
         higher = z > hm.height[i, j]
         hm.height[i[higher], j[higher]] = z[higher]
         hm.owner[i[higher], j[higher]] = self._next_id
         self._parcels.append(PlacedParcel(self._next_id, shape, look, pose, rests_on))
         self._next_id += 1
+        return True
 
     def _y_for(self, shape: ParcelShape, yaw: float) -> float | None:
         c, s = abs(np.cos(yaw)), abs(np.sin(yaw))
@@ -212,15 +250,23 @@ class BeltLayout:
             y = yc + half_y + float(self._rng.uniform(0.0, 0.003))
 
     def _piles(self, hm: _Heightmap, x_lo: float, x_hi: float) -> None:
-        """Parcels dropped one after another into a small area: they overlap and lean."""
+        """Parcels dropped one after another into a small area: they overlap and lean.
+
+        A parcel that would slide off where it was dropped is dropped again nearby (a few
+        tries, then it is left out).
+        """
         cx = (x_lo + x_hi) / 2.0
         spread_x = (x_hi - x_lo) * 0.25
         for _ in range(int(self._rng.integers(3, 8))):
             shape, look = self._new_parcel_kind()
-            yaw = float(self._rng.uniform(-np.pi, np.pi))
-            y = self._y_for(shape, yaw)
-            if y is None:
-                continue
-            y *= 0.6
-            x = cx + float(self._rng.uniform(-spread_x, spread_x))
-            self._place(hm, shape, look, x, y, yaw)
+            for _try in range(_DROP_TRIES):
+                yaw = float(self._rng.uniform(-np.pi, np.pi))
+                y = self._y_for(shape, yaw)
+                if y is None:
+                    continue
+                x = cx + float(self._rng.uniform(-spread_x, spread_x))
+                if self._place(hm, shape, look, x, y * 0.6, yaw):
+                    break
+
+
+_DROP_TRIES = 4

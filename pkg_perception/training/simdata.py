@@ -21,6 +21,7 @@ from pkg_perception.frames import depth_from_millimetres
 from pkg_perception.processes import worker_context
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.inputs import InputSpec
+from pkg_perception.sim import SIM_VERSION
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
 from pkg_perception.training.samples import SHARD_KEYS, make_sample, stack
 
@@ -85,7 +86,7 @@ def build_sim_dataset(
 ) -> list[Path]:
     """Render every missing shard of `plan` into `cache`; return all shard paths in order."""
     size = f'{spec.width}x{spec.height}_stride{output_stride}_{plan.width}x{plan.height}'
-    root = cache / f'sim_{size}'
+    root = cache / f'sim{SIM_VERSION}_{size}'
     root.mkdir(parents=True, exist_ok=True)
     paths = [
         root / f'seed{s}_n{plan.frames_per_seed}_k{plan.frame_step}.npz' for s in plan.seed_list()
