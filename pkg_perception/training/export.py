@@ -20,7 +20,7 @@ from pkg_perception.training.model import ParcelNet
 from pkg_perception.training.run import config_from_dict, load_weights
 
 OPSET = 17
-MODEL_VERSION = '1.4.0'
+MODEL_VERSION = '1.5.0'
 
 
 @dataclass(frozen=True)
