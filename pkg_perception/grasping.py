@@ -227,9 +227,7 @@ def plan(
     widths = np.concatenate([q[3] for q in parts])
     index = np.concatenate([q[4] for q in parts])
     keep = (scores >= config.min_score) & np.isfinite(poses).all(axis=(1, 2))
-    if config.withhold_when_all_under and all(
-        parcels[i].over or parcels[i].covered for i in np.unique(index[keep])
-    ):
+    if config.withhold_when_all_under and all(parcels[i].under for i in np.unique(index[keep])):
         keep[:] = False
     order = np.argsort(-scores[keep], kind='stable')[: config.max_candidates]
     sel = np.nonzero(keep)[0][order]
@@ -277,7 +275,7 @@ def _parcel_factors(
             p.instance.score
             * (
                 config.under_penalty
-                if p.over or p.covered
+                if p.under
                 else config.beside_higher_penalty
                 if p.beside_higher
                 else 1.0

@@ -129,6 +129,11 @@ class LiftedParcel:
     def label(self) -> int:
         return self.instance.label
 
+    @property
+    def under(self) -> bool:
+        """Something rests on it, seen in this frame or remembered by the tracker."""
+        return bool(self.over) or self.covered
+
     def surface_grid(self, *, border: int = 0) -> npt.NDArray[np.uint8]:
         """(rows, cols) uint8, 1 on cells of the top plane and on what the plane encloses.
 

@@ -33,6 +33,18 @@ CELL = 0.005  # heightmap resolution, metres
 # nearer the camera than CAMERA_CLEARANCE (stereo sees nothing within ~0.3 m).
 MAX_PILE_TOP = 0.55
 CAMERA_CLEARANCE = 0.4
+_DROP_TRIES = 4  # drops of a parcel that keeps sliding off before it is left out
+# Rows of the rest LP bounding the slope (b, c) by an octagon of radius tan(60 deg): room
+# to find the true rest before MAX_TILT judges it.
+_SLOPE_ROWS = np.c_[
+    np.zeros(8), np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)
+]
+_SLOPE_BOUND = np.full(8, np.tan(np.radians(60.0)))
+
+
+def max_pile_top(camera_height: float) -> float:
+    """The leveling bar of a cell whose camera is `camera_height` metres above the belt."""
+    return min(MAX_PILE_TOP, camera_height - CAMERA_CLEARANCE)
 
 
 @dataclass(frozen=True)
@@ -92,16 +104,8 @@ def _rest_plane(
     asks. Nothing rests balanced on one corner or hovers over a neighbour. A rest steeper
     than MAX_TILT would slide or tip further: None, so the caller drops the parcel elsewhere.
     """
-    # Slope bounded by an octagon of radius tan(60 deg): room to find the true rest first.
-    angles = np.arange(8) * np.pi / 4
-    bound = np.tan(np.radians(60.0))
-    a_ub = np.vstack(
-        [
-            np.c_[-np.ones(len(h)), -uv[:, 0], -uv[:, 1]],  # a + b u + c v >= h
-            np.c_[np.zeros(8), np.cos(angles), np.sin(angles)],
-        ]
-    )
-    b_ub = np.r_[-h, np.full(8, bound)]
+    a_ub = np.vstack([np.c_[-np.ones(len(h)), -uv[:, 0], -uv[:, 1]], _SLOPE_ROWS])  # plane >= h
+    b_ub = np.r_[-h, _SLOPE_BOUND]
     res = linprog([1.0, 0.0, 0.0], A_ub=a_ub, b_ub=b_ub, bounds=[(None, None)] * 3, method='highs')
     if res.status != 0:
         return None
@@ -267,6 +271,3 @@ class BeltLayout:
                 x = cx + float(self._rng.uniform(-spread_x, spread_x))
                 if self._place(hm, shape, look, x, y * 0.6, yaw):
                     break
-
-
-_DROP_TRIES = 4

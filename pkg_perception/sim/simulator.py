@@ -20,13 +20,7 @@ from pkg_perception.frames import (
 )
 from pkg_perception.sim.appearance import sample_belt
 from pkg_perception.sim.ground_truth import FrameTruth, GroundTruth, ParcelTruth, TopFaceTruth
-from pkg_perception.sim.layout import (
-    CAMERA_CLEARANCE,
-    MAX_PILE_TOP,
-    SCENE_KINDS,
-    BeltLayout,
-    PlacedParcel,
-)
+from pkg_perception.sim.layout import SCENE_KINDS, BeltLayout, PlacedParcel, max_pile_top
 from pkg_perception.sim.render import BeltRenderer, Lighting, RenderOutput
 from pkg_perception.sim.sensor import DepthNoise, apply_color_noise, apply_depth_noise
 from pkg_perception.transforms import (
@@ -135,7 +129,7 @@ class ConveyorSimulator:
             scene=config.scene,
             belt_width=belt_width,
             start_x=self._view_half + 0.3,
-            max_top=min(MAX_PILE_TOP, float(t_conv_cam[2, 3]) - CAMERA_CLEARANCE),
+            max_top=max_pile_top(float(t_conv_cam[2, 3])),
         )
 
     @property
