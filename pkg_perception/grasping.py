@@ -33,6 +33,13 @@ from pkg_perception.results import GraspCandidate, GraspKind, OrientedBox
 from pkg_perception.segmentation.belt import BeltPlane
 
 QUANTIZATION_SIGMA = 0.001 / math.sqrt(12.0)  # 1 mm depth steps
+# The surface's slope is judged over 3 cm (a cup and a half): wide enough to average depth
+# noise away, narrow enough to see a bag's crown end. Samples more than 1.5 cm off the top
+# plane belong to something else (a side, a neighbour). On the seven grasp bags (ground
+# truth masks) windows of 2 and 3 cm score the same; slope limits of 10 / 12 / 14 degrees
+# give top-1 0.935 / 0.928 / 0.923 and recall 0.924 / 0.947 / 0.948 (none: 0.898 / 0.948).
+SLOPE_WINDOW = 0.03
+SLOPE_BAND = 0.015
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,9 @@ class GraspConfig:
         min_cup_points: depth samples needed under the cup to judge it.
         max_patch_deviation_deg: largest angle between the surface under the cup and the
             parcel's top plane; beyond it the cup sits on a curved rim or a crease.
+        max_surface_slope_deg: where the top, smoothed over 3 cm, tilts more than this
+            from its plane (a poly bag's flanks), the surface ends for the cup: it keeps
+            its radius from there as from any edge, and so sits on the crown.
         suction, parallel_jaw: which tools to plan for.
         gripper_max_opening: parallel-jaw stroke; parcels wider than it minus the clearance
             on both sides get no jaw candidate.
@@ -77,6 +87,7 @@ class GraspConfig:
     max_cup_rms: float = 0.004
     min_cup_points: int = 8
     max_patch_deviation_deg: float = 8.0
+    max_surface_slope_deg: float = 12.0
     suction: bool = True
     parallel_jaw: bool = True
     gripper_max_opening: float = 0.14
@@ -115,7 +126,7 @@ class GraspConfig:
         for name, value in non_negative.items():
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f'grasping.{name} = {value} must be 0 or more')
-        for name in ('max_tilt_deg', 'max_patch_deviation_deg'):
+        for name in ('max_tilt_deg', 'max_patch_deviation_deg', 'max_surface_slope_deg'):
             value = getattr(self, name)
             if not 0 < value < 90:
                 raise ConfigError(f'grasping.{name} = {value} must be in (0, 90)')
@@ -132,6 +143,10 @@ class GraspConfig:
         for name in ('max_candidates_per_parcel', 'max_candidates', 'min_cup_points'):
             if getattr(self, name) < 1:
                 raise ConfigError(f'grasping.{name} = {getattr(self, name)} must be at least 1')
+
+    @property
+    def max_surface_tan(self) -> float:
+        return math.tan(math.radians(self.max_surface_slope_deg))
 
 
 @dataclass(frozen=True)
@@ -296,10 +311,15 @@ def _cup_centres(
     """
     none = np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
     assert p.plane is not None
-    # Outside the grid counts as edge: the mask's outline, the image border.
-    dist = cv2.distanceTransform(p.surface_grid(border=1), cv2.DIST_L2, 5)[1:-1, 1:-1]
     # The nearest depth gives the fewest metres per cell: a conservative first cut.
     cell_m = p.stride * p.z_near / max(camera.fx, camera.fy)
+    surface = p.surface_grid()
+    slope = p.surface_slope(cell_m, SLOPE_WINDOW, SLOPE_BAND)
+    if slope is not None:
+        surface[slope > config.max_surface_tan] = 0
+    # Outside the grid counts as edge: the mask's outline, the image border.
+    padded = cv2.copyMakeBorder(surface, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
     need = (config.cup_radius + config.edge_margin) / cell_m + 0.5
     _, best, _, _ = cv2.minMaxLoc(dist)
     if best < need:

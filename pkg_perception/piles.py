@@ -53,6 +53,10 @@ def pile_order(
       (`lean_rise` above its centre), and A's edge there is about as high (from `lean_gap`
       below to `pile_step` above): B's high end rests on A's edge. Against a taller side
       it merely leans.
+    - B is held off the belt (its rim against the belt, where its side shows, stops
+      `min_raise` or more above it) and stands higher than A along their shared edge: it
+      rests on something, and A is what it stands above. This finds the parcel lying
+      across the end of another, which hides no part of it inside the hull.
     Any neighbour standing higher along the shared edge than A's top goes into
     `beside_higher`: it may rest on A where neither can be seen (or where A casts no depth),
     so A ranks after parcels with nothing taller beside them.
@@ -78,6 +82,11 @@ def pile_order(
         ib.append(b[pair])
         ha.append(heights[: rows - dy, : cols - dx][pair])
         hb.append(heights[dy:, dx:][pair])
+    # Parcel samples next to a sample of bare belt: each parcel's rim.
+    with np.errstate(invalid='ignore'):
+        belt_seen = ((compact == 0) & (np.abs(heights) < _BELT_BAND)).astype(np.uint8)
+    rim = (cv2.dilate(belt_seen, _CROSS) > 0) & (compact > 0) & np.isfinite(heights)
+    raised = _raised(lifted, compact[rim].astype(np.intp), heights[rim], params)
     a, b = np.concatenate(ia).astype(np.intp), np.concatenate(ib).astype(np.intp)
     if not len(a):
         return
@@ -134,9 +143,41 @@ def pile_order(
                 or _overlap(lower, upper, basis, footprints) >= params.min_intrusion
             )
         )
+        # Held off the belt, the upper parcel rests on something: a lower neighbour it
+        # stands above along their edge, even where it hides no part the hull would show.
+        on_top = on_top or (not leans and raised[i_up] and up[k] > count[k] / 2)
         if on_top or leans:
             lower.over.add(upper.label)
             upper.support_height = max(upper.support_height, float(mean_first[k]))
+
+
+def _raised(
+    lifted: list[LiftedParcel],
+    rim_ids: npt.NDArray[np.integer],
+    rim_heights: npt.NDArray[np.float32],
+    params: LiftParams,
+) -> npt.NDArray[np.bool_]:
+    """(P + 1,) by compact label: whether the parcel is held off the belt.
+
+    Where a parcel's side shows, its rim against the belt is the side's foot: on the belt
+    for a parcel standing there, at the height of its support for one lying on another.
+    Where only its top shows, the rim is the top's edge; so a rim low in the rest of the
+    parcel (10th percentile) but still `min_raise` above the belt means a raised parcel.
+    """
+    n = len(lifted) + 1
+    out = np.zeros(n, dtype=bool)
+    if not len(rim_ids):
+        return out
+    order = np.lexsort((rim_heights, rim_ids))  # by parcel, then height
+    ids, heights = rim_ids[order], rim_heights[order]
+    starts = np.searchsorted(ids, np.arange(n + 1))
+    sizes = np.diff(starts)
+    low = heights[np.minimum(starts[:-1] + sizes // 10, len(heights) - 1)]
+    tops = np.array([0.0] + [p.height for p in lifted])
+    out[:] = (sizes >= _MIN_RIM_SAMPLES) & (low > params.min_raise)
+    out &= low < tops - params.pile_step
+    out[0] = False
+    return out
 
 
 def _intrusion(
@@ -203,6 +244,9 @@ def _overlap(
 
 # Pixel pairs compared across mask edges: (rows, columns) apart on the coarse grid.
 _PAIR_OFFSETS = ((0, 1), (1, 0), (0, 2), (2, 0))
+_BELT_BAND = 0.01  # metres: a sample this near the belt plane shows bare belt
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_MIN_RIM_SAMPLES = 4
 _COARSE_WIDTH = 128
 
 

@@ -35,6 +35,7 @@ class Block:
     width: float
     height: float
     slope: float = 0.0  # dz/dx of the top surface
+    curvature: float = 0.0  # the top falls by this times dx^2 (a poly bag's crown), 1/m
     parcel_class: ParcelClass = ParcelClass.BOX
 
 
@@ -50,7 +51,12 @@ def render(
     labels = np.zeros(u.shape, dtype=np.uint16)
     best = np.zeros(u.shape)  # height hit so far (belt = 0)
     for i, b in enumerate(blocks):
-        t = (CAMERA_HEIGHT - b.height + b.slope * b.x) / (1.0 + b.slope * x)
+        # The ray meets the top where H - t = height + slope dx - curvature dx^2, with
+        # dx = x t - b.x: a quadratic in t whose nearer root is taken (stable form).
+        qa = b.curvature * x * x
+        qb = -2.0 * b.curvature * x * b.x - b.slope * x - 1.0
+        qc = b.curvature * b.x**2 + b.slope * b.x + CAMERA_HEIGHT - b.height
+        t = 2.0 * qc / (-qb + np.sqrt(np.maximum(qb * qb - 4.0 * qa * qc, 0.0)))
         px, py = x * t, -y * t
         z = CAMERA_HEIGHT - t
         inside = (np.abs(px - b.x) <= b.length / 2) & (np.abs(py - b.y) <= b.width / 2)

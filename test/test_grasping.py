@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -119,6 +120,22 @@ def test_parcels_wider_than_the_opening_get_no_jaw_grasp() -> None:
     assert any(g.kind is GraspKind.PARALLEL_JAW for g in grasps)
 
 
+def test_a_crown_narrower_than_the_cup_gets_no_suction() -> None:
+    # z = h - 7 dx^2: the top tilts 12 degrees 15 mm off the ridge, so a 20 mm cup anywhere
+    # hangs over a flank. A plane still fits a band of it wider than the cup.
+    crown = Block(0.02, 0.0, 0.30, 0.24, 0.10, curvature=7.0, parcel_class=ParcelClass.POLYBAG)
+    no_jaw = dataclasses.replace(CONFIG, parallel_jaw=False)
+    _, grasps = _plan([crown], no_jaw)
+    assert grasps == []
+    _, without_rule = _plan([crown], dataclasses.replace(no_jaw, max_surface_slope_deg=89.0))
+    assert without_rule, 'the plane alone offers the flank; the slope rule is what refuses it'
+    # A gentle crown (12 degrees 71 mm off the ridge) keeps its cups, near the ridge.
+    gentle = dataclasses.replace(crown, curvature=1.5)
+    _, grasps = _plan([gentle], no_jaw)
+    assert grasps
+    assert abs(_on_belt(grasps[0].pose[:3, 3])[0][0] - gentle.x) < 0.03
+
+
 @pytest.mark.parametrize(('degrees', 'expected'), [(10.0, True), (40.0, False)])
 def test_tilt_limit(degrees: float, expected: bool) -> None:
     slope = math.tan(math.radians(degrees))
@@ -158,6 +175,33 @@ def test_nothing_is_offered_when_every_candidate_carries_another_parcel() -> Non
     offered = GraspConfig(parallel_jaw=False, withhold_when_all_under=False)
     _, grasps = _plan([lower, strip], offered)
     assert grasps and {g.parcel_id for g in grasps} == {1}
+
+
+@pytest.mark.parametrize(('foot', 'piled'), [(0.12, True), (0.0, False)])
+def test_a_parcel_held_off_the_belt_rests_on_the_lower_neighbour_it_stands_above(
+    foot: float, piled: bool
+) -> None:
+    # Straight down, depth is camera height minus height. A (10 cm) and B (30 cm) share an
+    # edge; B covers A's end, so nothing of B lies inside A's outline. B's side shows as a
+    # band falling to `foot` where it meets the belt: 12 cm (on A) or the belt itself.
+    height = np.zeros((CAMERA.height, CAMERA.width))
+    labels = np.zeros(height.shape, np.uint16)
+    height[50:100, 40:100], labels[50:100, 40:100] = 0.10, 1
+    height[40:110, 100:170], labels[40:110, 100:170] = 0.30, 2
+    height[110:118, 100:170] = np.linspace(0.30, foot, 8)[:, None]
+    labels[110:118, 100:170] = 2
+    depth = (CAMERA_HEIGHT - height).astype(np.float32)
+    seg = Segmentation(
+        labels,
+        [
+            Instance(1, ParcelClass.BOX, 1.0, (40, 50, 100, 100), 3000),
+            Instance(2, ParcelClass.BOX, 1.0, (100, 40, 170, 118), 5460),
+        ],
+    )
+    lifted = {p.label: p for p in lift_all(seg, depth, CAMERA, BELT, CONFIG.lift)}
+    assert lifted[1].over == ({2} if piled else set())
+    assert lifted[1].beside_higher == {2}
+    assert not lifted[2].over
 
 
 def test_side_by_side_parcels_are_not_piled() -> None:
