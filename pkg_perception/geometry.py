@@ -25,6 +25,8 @@ FloatArray = npt.NDArray[np.float64]
 
 # Distortion models cv2.undistortPoints understands with CameraInfo's coefficient order.
 OPENCV_MODELS = ('plumb_bob', 'rational_polynomial')
+# 4-neighbourhood kernel for grid morphology (closing gaps, finding neighbours).
+CROSS_3X3 = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 # A fixed table of RANSAC draws (fractions of the point count): deterministic without
 # building a random generator per call, and the same frame always gives the same plane.

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from pkg_perception.errors import ConfigError
 from pkg_perception.frames import CameraModel, usable_depth
 from pkg_perception.geometry import (
+    CROSS_3X3,
     PlaneFit,
     cross,
     frames_from_axes,
@@ -33,7 +34,6 @@ from pkg_perception.segmentation.instances import Instance, Segmentation
 from pkg_perception.transforms import make_transform
 
 FloatArray = npt.NDArray[np.float64]
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 # Share of a parcel's samples near its top plane but off it below which the top is a plane.
 _CURVED_SHARE = 0.05
 
@@ -160,7 +160,7 @@ class LiftedParcel:
         if self.plane is not None:
             grid[self.cell_index[self.plane.inliers]] = 1
         grid = grid.reshape(self.grid_shape)
-        closed = cv2.morphologyEx(grid, cv2.MORPH_CLOSE, _CROSS, borderValue=0) & self.inside
+        closed = cv2.morphologyEx(grid, cv2.MORPH_CLOSE, CROSS_3X3, borderValue=0) & self.inside
         # A mask's own holes (another parcel lying inside its outline) stay edges.
         return _fill_enclosed(closed) & self.inside
 

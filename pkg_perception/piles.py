@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pkg_perception.frames import CameraModel
-from pkg_perception.geometry import normalized_rays, plane_basis
+from pkg_perception.geometry import CROSS_3X3, normalized_rays, plane_basis
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.instances import Segmentation
 
@@ -82,14 +82,14 @@ def pile_order(
         ib.append(b[pair])
         ha.append(heights[: rows - dy, : cols - dx][pair])
         hb.append(heights[dy:, dx:][pair])
-    # Parcel samples next to a sample of bare belt: each parcel's rim.
-    with np.errstate(invalid='ignore'):
-        belt_seen = ((compact == 0) & (np.abs(heights) < _BELT_BAND)).astype(np.uint8)
-    rim = (cv2.dilate(belt_seen, _CROSS) > 0) & (compact > 0) & np.isfinite(heights)
-    raised = _raised(lifted, compact[rim].astype(np.intp), heights[rim], params)
     a, b = np.concatenate(ia).astype(np.intp), np.concatenate(ib).astype(np.intp)
     if not len(a):
         return
+    # Parcel samples next to a sample of bare belt: each parcel's rim.
+    with np.errstate(invalid='ignore'):
+        belt_seen = ((compact == 0) & (np.abs(heights) < _BELT_BAND)).astype(np.uint8)
+    rim = (cv2.dilate(belt_seen, CROSS_3X3) > 0) & (compact > 0) & np.isfinite(heights)
+    raised = _raised(lifted, compact[rim].astype(np.intp), heights[rim], params)
     h_a, h_b = np.concatenate(ha), np.concatenate(hb)
     n = len(lifted) + 1
     # Both orientations of every sample: key (first, second), heights on each side (NaN
@@ -165,18 +165,16 @@ def _raised(
     parcel (10th percentile) but still `min_raise` above the belt means a raised parcel.
     """
     n = len(lifted) + 1
-    out = np.zeros(n, dtype=bool)
     if not len(rim_ids):
-        return out
+        return np.zeros(n, dtype=bool)
     order = np.lexsort((rim_heights, rim_ids))  # by parcel, then height
     ids, heights = rim_ids[order], rim_heights[order]
     starts = np.searchsorted(ids, np.arange(n + 1))
     sizes = np.diff(starts)
     low = heights[np.minimum(starts[:-1] + sizes // 10, len(heights) - 1)]
     tops = np.array([0.0] + [p.height for p in lifted])
-    out[:] = (sizes >= _MIN_RIM_SAMPLES) & (low > params.min_raise)
-    out &= low < tops - params.pile_step
-    out[0] = False
+    out = (sizes >= _MIN_RIM_SAMPLES) & (params.min_raise < low) & (low < tops - params.pile_step)
+    out[0] = False  # the belt
     return out
 
 
@@ -245,7 +243,6 @@ def _overlap(
 # Pixel pairs compared across mask edges: (rows, columns) apart on the coarse grid.
 _PAIR_OFFSETS = ((0, 1), (1, 0), (0, 2), (2, 0))
 _BELT_BAND = 0.01  # metres: a sample this near the belt plane shows bare belt
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _MIN_RIM_SAMPLES = 4
 _COARSE_WIDTH = 128
 
