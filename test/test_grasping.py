@@ -120,20 +120,49 @@ def test_parcels_wider_than_the_opening_get_no_jaw_grasp() -> None:
     assert any(g.kind is GraspKind.PARALLEL_JAW for g in grasps)
 
 
-def test_a_crown_narrower_than_the_cup_gets_no_suction() -> None:
-    # z = h - 7 dx^2: the top tilts 12 degrees 15 mm off the ridge, so a 20 mm cup anywhere
-    # hangs over a flank. A plane still fits a band of it wider than the cup.
-    crown = Block(0.02, 0.0, 0.30, 0.24, 0.10, curvature=7.0, parcel_class=ParcelClass.POLYBAG)
+def test_a_crown_narrower_than_the_cup_gets_one_cup_on_its_ridge_scored_down() -> None:
+    # z = h - 6 dx^2: the top tilts 12 degrees 18 mm off the ridge, so no cup keeps its
+    # radius from where the flanks begin; the plane fits the ridge.
+    crown = Block(0.0, 0.0, 0.20, 0.20, 0.10, curvature=6.0, parcel_class=ParcelClass.POLYBAG)
     no_jaw = dataclasses.replace(CONFIG, parallel_jaw=False)
     _, grasps = _plan([crown], no_jaw)
-    assert grasps == []
+    (only,) = grasps
+    np.testing.assert_allclose(_on_belt(only.pose[:3, 3])[0], [0.0, 0.0, 0.10], atol=0.01)
+    assert only.score <= CONFIG.crown_fallback_penalty
+    _, refused = _plan([crown], dataclasses.replace(no_jaw, crown_fallback_penalty=0.0))
+    assert refused == []
     _, without_rule = _plan([crown], dataclasses.replace(no_jaw, max_surface_slope_deg=89.0))
-    assert without_rule, 'the plane alone offers the flank; the slope rule is what refuses it'
-    # A gentle crown (12 degrees 71 mm off the ridge) keeps its cups, near the ridge.
-    gentle = dataclasses.replace(crown, curvature=1.5)
+    assert len(without_rule) > 1, 'the plane alone offers the flanks; the slope rule refuses them'
+    # A gentle crown (12 degrees 71 mm off the ridge) keeps its regular cups, near the ridge.
+    gentle = dataclasses.replace(crown, x=0.02, length=0.30, width=0.24, curvature=1.5)
     _, grasps = _plan([gentle], no_jaw)
-    assert grasps
+    assert len(grasps) > 1
     assert abs(_on_belt(grasps[0].pose[:3, 3])[0][0] - gentle.x) < 0.03
+
+
+def test_no_crown_fallback_on_a_plane_fitted_to_a_flank() -> None:
+    # With 7 / m the best plane is tangent to a flank, 30 degrees off the belt: what looks
+    # like a crown from that plane is the flank itself.
+    crown = Block(0.02, 0.0, 0.30, 0.24, 0.10, curvature=7.0, parcel_class=ParcelClass.POLYBAG)
+    lifted, grasps = _plan([crown], dataclasses.replace(CONFIG, parallel_jaw=False))
+    assert lifted[0].top_normal @ BELT.normal < math.cos(math.radians(20.0))
+    assert grasps == []
+
+
+def test_a_crown_fallback_cup_ranks_below_any_regular_cup() -> None:
+    crown = Block(0.0, 0.0, 0.20, 0.20, 0.10, curvature=6.0, parcel_class=ParcelClass.POLYBAG)
+    box = Block(-0.20, 0.0, 0.14, 0.12, 0.12)
+    depth, labels = render([crown, box])
+    seg = segmentation(labels, [crown, box])
+    # The box's mask is far less sure than the bag's: by score alone its cup would rank last.
+    seg.instances[1] = dataclasses.replace(seg.instances[1], score=0.2)
+    config = dataclasses.replace(CONFIG, parallel_jaw=False)
+    lifted = lift_all(seg, depth, CAMERA, BELT, config.lift)
+    grasps = plan_grasps(lifted, labels, depth, CAMERA, BELT, config, stamp_ns=0)
+    assert {g.parcel_id for g in grasps} == {1, 2}
+    fallback = next(g for g in grasps if g.parcel_id == 1)
+    assert fallback.score > max(g.score for g in grasps if g.parcel_id == 2)
+    assert grasps[0].parcel_id == 2 and grasps[-1].parcel_id == 1
 
 
 @pytest.mark.parametrize(('degrees', 'expected'), [(10.0, True), (40.0, False)])
@@ -161,6 +190,15 @@ def test_a_parcel_under_another_ranks_last() -> None:
     assert by_label[2].support_height == pytest.approx(0.10, abs=0.01)
     assert grasps[0].parcel_id == 2
     assert max(g.score for g in grasps if g.parcel_id == 1) <= CONFIG.under_penalty
+    # Not picked first even when the mask on top is so unsure that it scores lower.
+    depth, labels = render([lower, upper])
+    seg = segmentation(labels, [lower, upper])
+    seg.instances[1] = dataclasses.replace(seg.instances[1], score=0.1)
+    lifted = lift_all(seg, depth, CAMERA, BELT, CONFIG.lift)
+    grasps = plan_grasps(lifted, labels, depth, CAMERA, BELT, CONFIG, stamp_ns=0)
+    best_lower = max(g.score for g in grasps if g.parcel_id == 1)
+    assert best_lower > max(g.score for g in grasps if g.parcel_id == 2)
+    assert [g.parcel_id for g in grasps] == sorted((g.parcel_id for g in grasps), reverse=True)
 
 
 def test_nothing_is_offered_when_every_candidate_carries_another_parcel() -> None:
