@@ -44,8 +44,9 @@ SLOPE_BAND = 0.015
 # plane was fitted to a flank (or the bag leans), and its "crown" is where the flank
 # touches the plane. On eleven grasp bags (ground truth masks, bags A-I, K, L) fallback cups
 # on planes within 5 degrees of the belt were right 69 times in 109, within 5-10 degrees
-# 7 in 44, beyond 10 degrees 1 in 35. Limit 5 / 8 / 90 degrees: top-1 0.960 / 0.958 /
-# 0.956 (0.960 without the fallback), recall 0.952 / 0.953 / 0.953 (0.937 without).
+# 7 in 44, beyond 10 degrees 1 in 35 (cups on parcels carrying another left out). Limit
+# 5 / 8 / 90 degrees: top-1 0.960 / 0.958 / 0.956 (0.960 without the fallback), recall
+# 0.952 / 0.953 / 0.953 (0.938 without).
 CROWN_FALLBACK_MIN_COS = math.cos(math.radians(5.0))
 
 
