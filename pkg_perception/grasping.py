@@ -255,14 +255,14 @@ def plan(
     widths = np.concatenate([q[3] for q in parts])
     index = np.concatenate([q[4] for q in parts])
     fallback = np.concatenate([q[5] for q in parts])
+    under = np.array([p.under for p in parcels], bool)[index]
     keep = (scores >= config.min_score) & np.isfinite(poses).all(axis=(1, 2))
-    if config.withhold_when_all_under and all(parcels[i].under for i in np.unique(index[keep])):
+    if config.withhold_when_all_under and under[keep].all():
         keep[:] = False
     # Tiers before scores: a free parcel's regular cup, then its crown-fallback cup, then
     # parcels something rests on (a parcel under another is not picked first).
     kept = np.nonzero(keep)[0]
-    under = np.array([parcels[i].under for i in index[kept]], bool)
-    order = np.lexsort((-scores[kept], fallback[kept], under))[: config.max_candidates]
+    order = np.lexsort((-scores[kept], fallback[kept], under[kept]))[: config.max_candidates]
     sel = kept[order]
     return GraspPlan(poses[sel], scores[sel], jaw[sel], widths[sel], index[sel])
 
@@ -337,20 +337,17 @@ def _cup_centres(
     surface = p.surface_grid()
     need = (config.cup_radius + config.edge_margin) / cell_m + 0.5
     slope = p.surface_slope(cell_m, SLOPE_WINDOW, SLOPE_BAND)
-    if slope is None:
-        dist = _edge_distance(surface)
-        _, best, _, _ = cv2.minMaxLoc(dist)
-        if best < need:
-            return none
-        return (*_spread(dist, best, need, p, cell_m, config), False)
-    crown = surface.copy()
-    crown[slope > config.max_surface_tan] = 0
+    crown = surface
+    if slope is not None:
+        crown = surface.copy()
+        crown[slope > config.max_surface_tan] = 0
     dist = _edge_distance(crown)
     _, best, _, _ = cv2.minMaxLoc(dist)
     if best >= need:
         return (*_spread(dist, best, need, p, cell_m, config), False)
     if (
-        config.crown_fallback_penalty <= 0
+        slope is None  # a plane top: the crown is the surface, and it has no room
+        or config.crown_fallback_penalty <= 0
         or best < 1.0
         or abs(float(p.plane.normal @ belt.normal)) < CROWN_FALLBACK_MIN_COS
     ):
@@ -361,9 +358,10 @@ def _cup_centres(
     outline = _edge_distance(surface)
     rr, cc = np.nonzero(dist >= best - 1.0)  # the crown's core: along a ridge, a line
     clear = outline[rr, cc]
-    if clear.max() < need:
+    most = float(clear.max())
+    if most < need:
         return none
-    rr, cc = rr[clear >= clear.max() - 0.5], cc[clear >= clear.max() - 0.5]
+    rr, cc = rr[clear >= most - 0.5], cc[clear >= most - 0.5]
     k = int(np.argmin((rr - p.top_cell[0]) ** 2 + (cc - p.top_cell[1]) ** 2))
     return rr[k : k + 1], cc[k : k + 1], outline[rr[k : k + 1], cc[k : k + 1]], True
 
