@@ -21,6 +21,14 @@ fi
 stamp=.venv/.requirements-stamp
 want="$(cat requirements*.txt setup.py | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # The packages take about 3 GB (torch and open3d most of it): say so rather than let pip
+  # stop half way with "No space left on device".
+  free_mb=$(df -Pm . | awk 'NR==2 {print $4}')
+  if [ "${free_mb:-0}" -lt 3500 ]; then
+    echo "[setup] error: ${free_mb} MB free on $(df -P . | awk 'NR==2 {print $6}'); the Python" \
+      "packages need about 3500 MB. Free some disk space and run this again." >&2
+    exit 1
+  fi
   echo "[setup] installing Python packages"
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: the pinned version resolves to the CPU wheel; a loose spec would
