@@ -190,6 +190,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         f'(default: that of --init, else {d.output_stride})',
     )
     p.add_argument(
+        '--embed-dims',
+        type=_non_negative_int,
+        help='embedding channels trained to tell touching parcels apart '
+        f'(default: those of --init, else {d.embed_dims})',
+    )
+    p.add_argument(
         '--seeds', type=_positive_int, default=plan.seeds, help='simulated cells (seeds) to render'
     )
     p.add_argument(
@@ -236,6 +242,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         coco=args.coco,
         init=init,
         output_stride=args.output_stride,
+        embed_dims=args.embed_dims,
         workers=args.workers,
     )
     print(f'weights written to {path}; export with: pkg-perception export --weights {path}')

@@ -182,6 +182,11 @@ SEGMENTATION_DOC = SectionDoc(
         'decode.grow_distance': 'model-input pixels a mask may extend beyond its seed',
         'decode.min_score': 'instances with a lower class score are dropped',
         'decode.min_area': 'instances smaller than this many frame pixels are dropped',
+        'decode.confident_area': 'masks smaller than this many frame pixels have their score '
+        'scaled by sqrt(area / confident_area): small masks are more often fragments (0 = off)',
+        'decode.embed_threshold': 'models with an embedding head: a mask whose pixel '
+        'embeddings form clusters this far apart splits into parcels (0 = off)',
+        'decode.embed_min_pixels': 'smallest part that splits off, model-output pixels',
     },
     ranges={
         'threads': (1, 64),
@@ -193,6 +198,9 @@ SEGMENTATION_DOC = SectionDoc(
         'decode.grow_distance': (0.0, 100.0),
         'decode.min_score': (0.0, 1.0),
         'decode.min_area': (0, 1000000),
+        'decode.confident_area': (0, 10000000),
+        'decode.embed_threshold': (0.0, 100.0),
+        'decode.embed_min_pixels': (1, 100000),
     },
 )
 GRASPING_DOC = SectionDoc(

@@ -92,7 +92,7 @@ def _two_parcel_logits() -> np.ndarray:
 
 
 def test_decode_splits_touching_parcels_and_keeps_outlines():
-    seg = decode(_two_parcel_logits(), 160, 120, DecodeParams(), output_stride=1)
+    seg = decode(_two_parcel_logits(), 160, 120, DecodeParams(confident_area=0), output_stride=1)
     assert [i.parcel_class for i in seg.instances] == [ParcelClass.BOX, ParcelClass.MAILER]
     for inst, (x0, x1) in zip(seg.instances, [(16, 80), (80, 144)], strict=True):
         mask = seg.mask(inst)
@@ -102,6 +102,26 @@ def test_decode_splits_touching_parcels_and_keeps_outlines():
         assert iou > 0.95
         assert inst.score > 0.9
         assert inst.area == pytest.approx(mask.sum(), rel=0.05)
+
+
+def test_small_masks_rank_lower_but_are_kept():
+    # The thin strip and its wide neighbour are both confident of their class; the strip's
+    # mask is a twelfth of the area, so it ranks below.
+    labels = np.zeros((30, 40), dtype=np.int32)
+    labels[5:25, 4:24] = 1
+    labels[5:25, 24:27] = 2
+    logits = _logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.ENVELOPE})
+    plain = decode(logits, 160, 120, DecodeParams(confident_area=0), output_stride=1)
+    ranked = decode(logits, 160, 120, DecodeParams(confident_area=6400), output_stride=1)
+    assert [i.parcel_class for i in ranked.instances] == [i.parcel_class for i in plain.instances]
+    by_class = {i.parcel_class: i for i in ranked.instances}
+    strip = by_class[ParcelClass.ENVELOPE]
+    assert strip.score == pytest.approx(
+        {i.parcel_class: i for i in plain.instances}[ParcelClass.ENVELOPE].score
+        * np.sqrt(strip.area / 6400),
+        rel=0.02,
+    )
+    assert strip.score < by_class[ParcelClass.BOX].score
 
 
 def test_decode_seeds_a_thin_strip_beside_a_parcel_by_hysteresis():
@@ -124,6 +144,37 @@ def test_decode_seeds_a_thin_strip_beside_a_parcel_by_hysteresis():
         assert (found[cls] & want).sum() / (found[cls] | want).sum() > least
     without = decode(logits, 160, 120, DecodeParams(weak_seed_threshold=1.0), output_stride=1)
     assert [i.parcel_class for i in without.instances] == [ParcelClass.BOX]
+
+
+def _merged_seed_logits(embed: np.ndarray) -> np.ndarray:
+    """Two boxes side by side whose edge distance never dips between them: one seed."""
+    labels = np.zeros((30, 40), dtype=np.int32)
+    labels[5:25, 4:36] = 1
+    logits = _logits_of(labels, {1: ParcelClass.BOX})
+    return np.concatenate([logits, embed.astype(np.float32)])
+
+
+def test_decode_splits_one_seed_where_the_embedding_tells_two_parcels():
+    embed = np.zeros((2, 30, 40))
+    embed[0, :, 20:] = 3.0  # the right half is another parcel
+    logits = _merged_seed_logits(embed)
+    split = decode(logits, 160, 120, DecodeParams(), output_stride=1)
+    assert len(split.instances) == 2
+    right = max(split.instances, key=lambda i: i.box[0])
+    want = np.zeros((120, 160), dtype=bool)
+    want[20:100, 80:144] = True
+    mask = split.mask(right)
+    assert (mask & want).sum() / (mask | want).sum() > 0.9
+    off = decode(logits, 160, 120, DecodeParams(embed_threshold=0.0), output_stride=1)
+    assert len(off.instances) == 1
+    # A band two output pixels wide along the outline, where embeddings blur into the
+    # belt's, is no parcel.
+    band = np.zeros((2, 30, 40))
+    band[0, :, 4:6] = 3.0
+    assert (
+        len(decode(_merged_seed_logits(band), 160, 120, DecodeParams(), output_stride=1).instances)
+        == 1
+    )
 
 
 def test_decode_of_empty_output_is_empty():

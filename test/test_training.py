@@ -24,10 +24,13 @@ from pkg_perception.training.coco import coco_arrays, write_coco_dataset
 from pkg_perception.training.export import export_onnx
 from pkg_perception.training.run import run_training, save_weights
 from pkg_perception.training.simdata import SimDataPlan, load_shards
-from pkg_perception.training.targets import edge_distance
+from pkg_perception.training.targets import edge_distance, instance_index
 from pkg_perception.training.train import (
+    PUSH_MARGIN,
     TrainConfig,
     build_model,
+    embedding_loss,
+    load_init,
     losses,
     touching_boundaries,
     train,
@@ -72,11 +75,12 @@ def test_shards_load_in_order_into_one_set(tmp_path):
             'inputs': rng.normal(size=(n, 5, 4, 6)).astype(np.float16),
             'classes': rng.integers(0, 5, (n, 4, 6), dtype=np.uint8),
             'edge': rng.integers(0, 255, (n, 4, 6), dtype=np.uint8),
+            'instances': rng.integers(0, 9, (n, 4, 6), dtype=np.uint8),
         }
         np.savez(tmp_path / f'{k}.npz', **part)
         shards.append(part)
     got = load_shards(tmp_path / f'{k}.npz' for k in range(3))
-    for key in ('inputs', 'classes', 'edge'):
+    for key in ('inputs', 'classes', 'edge', 'instances'):
         want = np.concatenate([s[key] for s in shards])
         assert got[key].dtype == want.dtype and np.array_equal(got[key], want)
 
@@ -92,9 +96,47 @@ def test_touching_boundaries_mark_edges_between_parcels_not_against_the_belt():
     assert len(rows) and set(np.unique(cols)) <= set(range(25, 35))  # the shared edge only
     assert rows.min() > 5 + 3 and rows.max() < 35 - 3  # not where it meets the belt
     logits = torch.zeros(1, 6, 40, 60)
-    plain, _ = losses(logits, cls[None], edge[None], 2.0)
-    weighted, _ = losses(logits, cls[None], edge[None], 2.0, touching_weight=5.0)
+    plain, _ = losses(logits, cls[None], edge[None], TrainConfig())
+    weighted, _ = losses(logits, cls[None], edge[None], TrainConfig(touching_weight=5.0))
     assert weighted.item() > plain.item()
+
+
+def test_embedding_loss_is_zero_only_when_parcels_are_apart_and_tight():
+    inst = torch.zeros(2, 20, 20, dtype=torch.uint8)
+    inst[0, :10], inst[0, 10:], inst[1, 2:7, 2:7] = 1, 2, 1
+    rng = np.random.default_rng(0)
+    same = torch.from_numpy(rng.normal(0, 1e-3, (2, 3, 20, 20))).float().requires_grad_()
+    loss = embedding_loss(same, inst)
+    loss.backward()
+    # One pair of parcels, not yet pushed apart.
+    assert loss.item() == pytest.approx((2 * PUSH_MARGIN) ** 2, rel=0.01)
+    assert same.grad is not None and same.grad[0].abs().sum() > 0
+    apart = torch.zeros(2, 3, 20, 20)
+    apart[0, 0, 10:] = 2 * PUSH_MARGIN + 0.1
+    assert embedding_loss(apart, inst).item() < 0.01  # only the small pull on the means
+    noisy = apart + torch.from_numpy(rng.normal(0, 1.0, apart.shape)).float()
+    assert embedding_loss(noisy, inst).item() > 0.1  # pixels wander beyond the pull margin
+
+
+def test_instance_targets_number_parcels_within_a_frame():
+    labels = np.array([[0, 0, 70, 70], [5, 5, 70, 0]])
+    assert instance_index(labels).tolist() == [[0, 0, 2, 2], [1, 1, 2, 0]]
+    assert instance_index(np.array([[9, 9], [4, 4]])).min() == 1  # no belt: still from 1
+
+
+def test_embedding_model_starts_from_weights_without_and_keeps_their_outputs(weights):
+    base = torch.load(weights, weights_only=False)
+    config = TrainConfig(spec=SPEC, embed_dims=3, **TINY)
+    model = build_model(config)
+    fresh = load_init(model, base['model'])
+    assert fresh == ['head (embedding rows)']
+    old = build_model(TrainConfig(spec=SPEC, **TINY))
+    old.load_state_dict(base['model'])
+    x = torch.randn(1, 5, SPEC.height, SPEC.width)
+    with torch.no_grad():
+        out = model.eval()(x)
+        assert out.shape[1] == 6 + 3
+        assert torch.allclose(out[:, :6], old.eval()(x), atol=1e-6)
 
 
 def test_coco_dataset_round_trips_into_training_samples(coco_dir):
@@ -133,7 +175,7 @@ def test_fine_tune_from_weights_on_coco(coco_dir, weights, tmp_path):
     assert any(changed)
 
 
-def test_stride_one_model_grows_from_stride_two_weights_and_exports(
+def test_stride_one_embedding_model_grows_from_stride_two_weights_and_exports(
     coco_dir, weights, frames, tmp_path
 ):
     config = TrainConfig(steps=1, eval_every=1, **TINY)
@@ -145,10 +187,12 @@ def test_stride_one_model_grows_from_stride_two_weights_and_exports(
         coco=coco_dir,
         init=weights,
         output_stride=1,
+        embed_dims=2,
     )
     tuned = torch.load(out, weights_only=False)
     base = torch.load(weights, weights_only=False)
-    assert tuned['config']['output_stride'] == 1
+    assert tuned['config']['output_stride'] == 1 and tuned['config']['embed_dims'] == 2
+    assert tuned['model']['head.weight'].shape[0] == 6 + 2
     assert {k.split('.')[0] for k in set(tuned['model']) - set(base['model'])} == {
         'stem1',
         'up1',
@@ -157,7 +201,7 @@ def test_stride_one_model_grows_from_stride_two_weights_and_exports(
     report = export_onnx(out, tmp_path / 'fine.onnx', copy_weights=False)
     assert report.max_abs_diff < 1e-4
     props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
-    assert props['output_stride'] == '1'
+    assert props['output_stride'] == '1' and props['embed_dims'] == '2'
     seg = OnnxSegmenter(report.path, SegmentationConfig(providers=('cpu',), warmup_runs=1))
     frame = frames[0]
     assert seg.segment(frame, belt_for_frame(frame)).labels.shape == (240, 320)

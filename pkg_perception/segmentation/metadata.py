@@ -25,6 +25,7 @@ class ModelMetadata:
     spec: InputSpec
     output_stride: int
     classes: tuple[str, ...] = CLASSES
+    embed_dims: int = 0  # embedding channels after the edge distance (none before 1.6)
 
     def to_props(self, extra: dict[str, Any] | None = None) -> dict[str, str]:
         s = self.spec
@@ -49,7 +50,11 @@ class ModelMetadata:
                 {'height_above_belt_m': list(s.height_range), 'invalid': 'NaN or 0 -> 0'}
             ),
             'output_stride': str(self.output_stride),
-            'outputs': json.dumps(['class logits (5)', 'edge distance logit (1)']),
+            'outputs': json.dumps(
+                ['class logits (5)', 'edge distance logit (1)']
+                + ([f'instance embedding ({self.embed_dims})'] if self.embed_dims else [])
+            ),
+            'embed_dims': str(self.embed_dims),
         }
         for k, v in (extra or {}).items():
             props[k] = v if isinstance(v, str) else json.dumps(v)
@@ -82,6 +87,7 @@ class ModelMetadata:
                 spec=spec,
                 output_stride=int(props['output_stride']),
                 classes=classes,
+                embed_dims=int(props.get('embed_dims', '0')),
             )
         except (KeyError, ValueError, TypeError) as err:
             raise ModelError(
@@ -99,4 +105,5 @@ class ModelMetadata:
 
     def expected_output(self) -> list[int]:
         s = self.output_stride
-        return [1, len(self.classes) + 1, self.spec.height // s, self.spec.width // s]
+        channels = len(self.classes) + 1 + self.embed_dims
+        return [1, channels, self.spec.height // s, self.spec.width // s]

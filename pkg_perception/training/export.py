@@ -18,6 +18,7 @@ from pkg_perception.segmentation.inputs import INPUT_CHANNELS
 from pkg_perception.segmentation.metadata import ModelMetadata
 from pkg_perception.training.model import ParcelNet
 from pkg_perception.training.run import config_from_dict, load_weights
+from pkg_perception.training.train import build_model
 
 OPSET = 17
 MODEL_VERSION = '1.5.0'
@@ -35,7 +36,7 @@ class ExportReport:
 def load_model(weights: Path) -> tuple[ParcelNet, dict]:
     blob = load_weights(weights)
     config = config_from_dict(blob['config'])
-    model = ParcelNet(config.widths, config.blocks, config.output_stride)
+    model = build_model(config)
     model.load_state_dict(blob['model'])
     return model.eval(), blob
 
@@ -57,7 +58,11 @@ def export_onnx(
             raise ConfigError(f'--input-size {w} {h}: both must be multiples of 16')
         spec = replace(spec, width=w, height=h)
     meta = ModelMetadata(
-        name=name, version=MODEL_VERSION, spec=spec, output_stride=model.output_stride
+        name=name,
+        version=MODEL_VERSION,
+        spec=spec,
+        output_stride=model.output_stride,
+        embed_dims=model.embed_dims,
     )
     dummy = torch.zeros(1, INPUT_CHANNELS, spec.height, spec.width)
     out.parent.mkdir(parents=True, exist_ok=True)

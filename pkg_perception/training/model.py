@@ -8,6 +8,9 @@ static shapes and no custom ops. Instead of per-instance heads (Mask R-CNN style
 ROI ops export poorly), it predicts per pixel a class and a truncated distance to the edge
 of its own parcel; thresholding the distance gives one seed per parcel even where parcels
 touch, and the post-process grows seeds back into masks (segmentation/decode.py).
+Optionally it also predicts a few embedding channels per pixel, pulled together within a
+parcel and pushed apart between parcels (a discriminative loss): where a seed covers two
+parcels or a sliver was swallowed by its neighbour's mask, the embeddings tell them apart.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pkg_perception.classes import ParcelClass
 from pkg_perception.segmentation.inputs import INPUT_CHANNELS
 
 NUM_CLASSES = len(ParcelClass) + 1  # + background
-OUTPUT_CHANNELS = NUM_CLASSES + 1  # class logits, then the edge-distance logit
+OUTPUT_CHANNELS = NUM_CLASSES + 1  # class logits, then the edge-distance logit (then embeddings)
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
@@ -61,7 +64,7 @@ class Up(nn.Module):
 
 
 class ParcelNet(nn.Module):
-    """(N, 5, H, W) input -> (N, 6, H/s, W/s) logits: 5 classes (0 = belt), edge distance.
+    """(N, 5, H, W) -> (N, 6 + e, H/s, W/s): 5 class logits, edge distance, e embeddings.
 
     Most compute sits at 1/8 and 1/16 scale where it is cheap; the 1/2 and 1/4 stages are
     thin and only sharpen edges. A fifth width adds a 1/32 stage: telling a mailer from a
@@ -77,14 +80,19 @@ class ParcelNet(nn.Module):
         widths: tuple[int, ...] = (16, 32, 64, 128, 160),
         blocks: tuple[int, ...] = (0, 1, 2, 2),
         output_stride: int = 2,
+        embed_dims: int = 0,
     ) -> None:
         super().__init__()
         if len(widths) not in (4, 5) or len(blocks) != len(widths) - 1:
             raise ValueError(f'widths {widths} / blocks {blocks}: 4 or 5 widths, one block less')
         if output_stride not in (1, 2):
             raise ValueError(f'output_stride {output_stride}: 1 or 2')
+        if embed_dims < 0:
+            raise ValueError(f'embed_dims {embed_dims}: 0 or more')
         c2, c4, c8, c16 = widths[:4]
         self.widths, self.blocks, self.output_stride = widths, blocks, output_stride
+        self.embed_dims = embed_dims
+        out_channels = OUTPUT_CHANNELS + embed_dims
         self.stem = nn.Sequential(conv_bn(INPUT_CHANNELS, c2, stride=2), conv_bn(c2, c2))
         self.down4 = self._stage(c2, c4, blocks[0])
         self.down8 = self._stage(c4, c8, blocks[1])
@@ -97,7 +105,7 @@ class ParcelNet(nn.Module):
         self.up8 = Up(c16, c8, c8)
         self.up4 = Up(c8, c4, c4)
         self.up2 = Up(c4, c2, c2)
-        self.head = nn.Conv2d(c2, OUTPUT_CHANNELS, 1)
+        self.head = nn.Conv2d(c2, out_channels, 1)
         self.stem1: nn.Module | None = None
         self.up1: Up | None = None
         self.refine: nn.Conv2d | None = None
@@ -106,7 +114,7 @@ class ParcelNet(nn.Module):
             # times as much, and training time is what limits this model.
             self.stem1 = conv_bn(INPUT_CHANNELS, c2 // 2)
             self.up1 = Up(c2, c2 // 2, c2 // 2)
-            self.refine = nn.Conv2d(c2 // 2, OUTPUT_CHANNELS, 1)
+            self.refine = nn.Conv2d(c2 // 2, out_channels, 1)
             nn.init.zeros_(self.refine.weight)
             nn.init.zeros_(self.refine.bias)
 

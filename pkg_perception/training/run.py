@@ -72,12 +72,14 @@ def run_training(
     coco: Path | None = None,
     init: Path | None = None,
     output_stride: int | None = None,
+    embed_dims: int | None = None,
     workers: int = 2,
 ) -> Path:
     """Train on simulated frames, or fine-tune on COCO-format RGB-D images; return weights.
 
     `output_stride` None keeps the --init weights' stride (or the config's without --init);
     1 from stride-2 weights adds the full-resolution stage and trains it from scratch.
+    `embed_dims` likewise: None keeps those of --init; more adds embedding channels.
     """
     init_weights = None
     if init is not None:
@@ -89,10 +91,14 @@ def run_training(
             blocks=base.blocks,
             spec=base.spec,
             output_stride=base.output_stride if output_stride is None else output_stride,
+            embed_dims=base.embed_dims if embed_dims is None else embed_dims,
         )
         init_weights = blob['model']
-    elif output_stride is not None:
-        config = replace(config, output_stride=output_stride)
+    else:
+        if output_stride is not None:
+            config = replace(config, output_stride=output_stride)
+        if embed_dims is not None:
+            config = replace(config, embed_dims=embed_dims)
     if coco is not None:
         from pkg_perception.training.coco import coco_arrays
 

@@ -1,6 +1,6 @@
 # Copyright 2026 The pkg_perception Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Training samples from any labelled RGB-D frame: model input plus its two targets."""
+"""Training samples from any labelled RGB-D frame: model input plus its three targets."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ import numpy.typing as npt
 from pkg_perception.frames import CameraModel
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.inputs import InputSpec, prepare_input
-from pkg_perception.training.targets import class_map, downsample_labels, edge_distance
+from pkg_perception.training.targets import (
+    class_map,
+    downsample_labels,
+    edge_distance,
+    instance_index,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class Sample:
     inputs: npt.NDArray[np.float16]  # (5, H, W)
     classes: npt.NDArray[np.uint8]  # (H / output stride, W / output stride), 0 = background
     edge: npt.NDArray[np.uint8]  # same size, edge distance * 255
+    instances: npt.NDArray[np.uint8]  # same size, instances numbered 1..k in the frame, 0 = belt
 
 
 SHARD_KEYS = tuple(f.name for f in fields(Sample))  # the arrays of a shard on disk
@@ -44,7 +50,7 @@ def make_sample(
         instance_ids, spec.width // output_stride, spec.height // output_stride
     )
     edge = np.round(edge_distance(labels) * 255).astype(np.uint8)
-    return Sample(x.astype(np.float16), class_map(labels, class_of), edge)
+    return Sample(x.astype(np.float16), class_map(labels, class_of), edge, instance_index(labels))
 
 
 def stack(samples: list[Sample]) -> dict[str, np.ndarray]:

@@ -27,6 +27,9 @@ from pkg_perception.training.samples import SHARD_KEYS, make_sample, stack
 
 # Piles are the hard case, so they get the largest share.
 SCENE_CYCLE = ('piles', 'mixed', 'piles', 'rows', 'mixed', 'sparse', 'piles', 'mixed')
+# Bumped when a shard's arrays change (2: instance indices for the embedding loss), so a
+# cache rendered for other targets is never read as this one.
+TARGETS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def build_sim_dataset(
 ) -> list[Path]:
     """Render every missing shard of `plan` into `cache`; return all shard paths in order."""
     size = f'{spec.width}x{spec.height}_stride{output_stride}_{plan.width}x{plan.height}'
-    root = cache / f'sim{SIM_VERSION}_{size}'
+    root = cache / f'sim{SIM_VERSION}_t{TARGETS_VERSION}_{size}'
     root.mkdir(parents=True, exist_ok=True)
     paths = [
         root / f'seed{s}_n{plan.frames_per_seed}_k{plan.frame_step}.npz' for s in plan.seed_list()

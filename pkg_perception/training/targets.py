@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pkg_perception.errors import ConfigError
 from pkg_perception.segmentation.inputs import centre_samples
 
 EDGE_DISTANCE_PX = 3.0  # distances are truncated here (output pixels), then scaled to 0..1
@@ -58,3 +59,16 @@ def class_map(
         hit = (lut_ids[pos] == labels) & (labels > 0)
         out[hit] = lut_cls[pos[hit]]
     return out
+
+
+def instance_index(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+    """Instance ids renumbered 1..k within the frame (0 stays belt), for the embedding loss."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    if ids[0] != 0:
+        inverse = inverse + 1  # no belt pixel in the frame: ids start at 1 all the same
+    if inverse.max() > 255:
+        raise ConfigError(
+            f'a frame holds {int(inverse.max())} instances; at most 255 fit a training sample'
+        )
+    return inverse.astype(np.uint8)

@@ -39,6 +39,9 @@ class TrainConfig:
     blocks: tuple[int, ...] = (0, 1, 2, 2)
     output_stride: int = 2  # model input pixels per output pixel, each way
     edge_weight: float = 2.0
+    # Embedding channels trained with the discriminative loss (0: none, as up to 1.5).
+    embed_dims: int = 0
+    embed_weight: float = 1.0
     # Extra edge-loss weight on boundaries between touching parcels (no belt within
     # TOUCH_RADIUS output pixels): few pixels, yet the only thing that splits a pile.
     touching_weight: float = 0.0
@@ -64,14 +67,19 @@ class Arrays:
     inputs: np.ndarray  # (N, 5, H, W) float16
     classes: np.ndarray  # (N, h, w) uint8
     edge: np.ndarray  # (N, h, w) uint8
+    instances: np.ndarray  # (N, h, w) uint8, 1..k per frame, 0 = belt
 
     def __len__(self) -> int:
         return len(self.inputs)
 
 
 def augment(
-    x: torch.Tensor, cls: torch.Tensor, edge: torch.Tensor, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x: torch.Tensor,
+    cls: torch.Tensor,
+    edge: torch.Tensor,
+    inst: torch.Tensor,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flips (the camera looks straight down, so both are physical) and colour jitter."""
     n = x.shape[0]
     flip_h = torch.rand(n, generator=gen) < 0.5
@@ -82,10 +90,11 @@ def augment(
             x[i] = x[i].flip(dims)
             cls[i] = cls[i].flip(dims)
             edge[i] = edge[i].flip(dims)
+            inst[i] = inst[i].flip(dims)
     gain = 1.0 + 0.25 * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)
     bias = 0.3 * (torch.rand(n, 3, 1, 1, generator=gen) * 2 - 1)
     x[:, :3] = x[:, :3] * gain + bias
-    return x, cls, edge
+    return x, cls, edge, inst
 
 
 def class_weights(classes: np.ndarray, power: float) -> torch.Tensor:
@@ -112,31 +121,80 @@ def touching_boundaries(cls: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
     return (cls > 0) & (edge < 255) & ~belt_near
 
 
+# Discriminative loss margins (De Brabandere et al., 2017): a pixel is pulled only while it
+# lies farther than PULL_MARGIN from its parcel's mean, two parcels' means are pushed only
+# while closer than 2 * PUSH_MARGIN. The decoder's split threshold lies between the two.
+PULL_MARGIN = 0.5
+PUSH_MARGIN = 1.5
+
+
+def embedding_loss(emb: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
+    """Pull each parcel's pixels to their mean, push the means of a frame's parcels apart.
+
+    Vectorized over the batch: every (frame, instance) pair is one segment of a scatter.
+    """
+    n, e = emb.shape[:2]
+    k = int(inst.max().item()) + 1
+    if k < 2:
+        return emb.sum() * 0.0
+    seg = (inst.long() + k * torch.arange(n, device=emb.device)[:, None, None]).reshape(-1)
+    flat = emb.permute(0, 2, 3, 1).reshape(-1, e)
+    counts = torch.bincount(seg, minlength=n * k).float()
+    means = torch.zeros(n * k, e, dtype=emb.dtype).index_add_(0, seg, flat)
+    means = means / counts.clamp(min=1)[:, None]
+    present = (counts > 0).reshape(n, k)
+    present[:, 0] = False  # the belt is no instance
+    fg = inst.reshape(-1) > 0
+    dist = (flat[fg] - means[seg[fg]]).norm(dim=1)
+    pull_px = F.relu(dist - PULL_MARGIN) ** 2
+    pull_seg = torch.zeros(n * k, dtype=emb.dtype).index_add_(0, seg[fg], pull_px)
+    pull = (pull_seg / counts.clamp(min=1))[present.reshape(-1)].mean()
+    mu = means.reshape(n, k, e)
+    pair = present[:, :, None] & present[:, None, :]
+    pair &= ~torch.eye(k, dtype=torch.bool)[None]
+    push = torch.zeros((), dtype=emb.dtype)
+    if pair.any():
+        gap = torch.cdist(mu, mu)
+        push = (F.relu(2 * PUSH_MARGIN - gap[pair]) ** 2).mean()
+    reg = mu[present].norm(dim=1).mean()
+    return pull + push + 0.001 * reg
+
+
 def losses(
     logits: torch.Tensor,
     cls: torch.Tensor,
     edge: torch.Tensor,
-    edge_weight: float,
+    config: TrainConfig,
     weights: torch.Tensor | None = None,
-    touching_weight: float = 0.0,
+    inst: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cross-entropy on the class map plus BCE on the edge distance."""
+    """Cross-entropy on the class map, BCE on the edge distance, the embedding loss."""
     ce = F.cross_entropy(logits[:, :NUM_CLASSES], cls.long(), weight=weights)
     pixel_weight = None
-    if touching_weight > 0:
-        pixel_weight = 1.0 + touching_weight * touching_boundaries(cls, edge).float()
+    if config.touching_weight > 0:
+        pixel_weight = 1.0 + config.touching_weight * touching_boundaries(cls, edge).float()
     bce = F.binary_cross_entropy_with_logits(
         logits[:, NUM_CLASSES], edge.float() / 255.0, weight=pixel_weight
     )
-    total = ce + edge_weight * bce
-    return total, {'loss': total.item(), 'ce': ce.item(), 'edge': bce.item()}
+    total = ce + config.edge_weight * bce
+    parts = {'ce': ce.item(), 'edge': bce.item()}
+    if config.embed_dims > 0:
+        if inst is None:
+            raise ConfigError('an embedding model needs instance targets')
+        emb = embedding_loss(logits[:, NUM_CLASSES + 1 :], inst)
+        total = total + config.embed_weight * emb
+        parts['embed'] = emb.item()
+    return total, {'loss': total.item(), **parts}
 
 
-def _batch(data: Arrays, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch(
+    data: Arrays, idx: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return (
         torch.from_numpy(data.inputs[idx].astype(np.float32)),
         torch.from_numpy(data.classes[idx]),
         torch.from_numpy(data.edge[idx]),
+        torch.from_numpy(data.instances[idx]),
     )
 
 
@@ -151,9 +209,9 @@ def validate(
     seen = np.zeros(NUM_CLASSES)
     for start in range(0, len(data), config.batch_size):
         idx = np.arange(start, min(start + config.batch_size, len(data)))
-        x, cls, edge = _batch(data, idx)
+        x, cls, edge, inst = _batch(data, idx)
         logits = model(x)
-        _, parts = losses(logits, cls, edge, config.edge_weight, weights, config.touching_weight)
+        _, parts = losses(logits, cls, edge, config, weights, inst)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v * len(idx)
         truth = cls.long().ravel().numpy()
@@ -169,21 +227,48 @@ def validate(
 
 
 def build_model(config: TrainConfig) -> ParcelNet:
-    return ParcelNet(config.widths, config.blocks, config.output_stride)
+    return ParcelNet(config.widths, config.blocks, config.output_stride, config.embed_dims)
 
 
 # What a stride-1 model does not share with a stride-2 one: its full-resolution stage.
 STRIDE1_STAGES = ('stem1.', 'up1.', 'refine.')
 
 
+# The 1x1 output convolutions: a model with embedding channels has more rows in them.
+OUTPUT_LAYERS = ('head.', 'refine.')
+
+
+def _grow_rows(
+    own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Output layers of the --init weights copied into the first rows of larger ones."""
+    grown = {}
+    for k, v in weights.items():
+        mine = own.get(k)
+        if (
+            k.startswith(OUTPUT_LAYERS)
+            and mine is not None
+            and mine.shape[1:] == v.shape[1:]
+            and mine.shape[0] > v.shape[0]
+        ):
+            w = mine.clone()
+            w[: v.shape[0]] = v
+            grown[k] = w
+    return grown
+
+
 def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
     """Start from another run's weights; return the stages that start fresh instead.
 
     A stride-1 model may start from a stride-2 one: everything below its full-resolution
-    stage carries over. Any other mismatch is refused rather than half loaded.
+    stage carries over. A model with embedding channels may start from one without: its
+    output layers keep the old rows, the new rows start fresh. Any other mismatch is
+    refused rather than half loaded.
     """
     own = model.state_dict()
     fits = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    grown = _grow_rows(own, weights)
+    fits.update(grown)
     fresh_ok = STRIDE1_STAGES if model.output_stride == 1 else ()
     wrong = sorted(
         k for k in set(weights) | set(own) if k not in fits and not k.startswith(fresh_ok)
@@ -194,7 +279,9 @@ def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
             'start from weights of the same widths, blocks and output stride'
         )
     model.load_state_dict(fits, strict=False)
-    return sorted({k.split('.')[0] for k in own if k not in fits})
+    fresh = {k.split('.')[0] for k in own if k not in fits}
+    fresh |= {f'{k.split(".")[0]} (embedding rows)' for k in grown}
+    return sorted(fresh)
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
@@ -259,10 +346,8 @@ def train(
         while step < config.steps:
             for g in opt.param_groups:
                 g['lr'] = _lr_at(step, config)
-            x, cls, edge = augment(*_batch(train_set, indices(step)), gen)
-            loss, parts = losses(
-                model(x), cls, edge, config.edge_weight, weights, config.touching_weight
-            )
+            x, cls, edge, inst = augment(*_batch(train_set, indices(step)), gen)
+            loss, parts = losses(model(x), cls, edge, config, weights, inst)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
