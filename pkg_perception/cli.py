@@ -183,6 +183,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         f'(default {d.touching_weight})',
     )
     p.add_argument(
+        '--instance-balance',
+        type=float,
+        default=d.instance_balance,
+        help='edge-loss weight of a parcel goes as its area**-this, so slivers count '
+        f'(default {d.instance_balance})',
+    )
+    p.add_argument(
         '--output-stride',
         type=int,
         choices=(1, 2),
@@ -227,6 +234,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         touching_weight=args.touching_weight,
+        instance_balance=args.instance_balance,
     )
     plan = SimDataPlan(seeds=args.seeds, frames_per_seed=args.frames_per_seed)
     init = args.init

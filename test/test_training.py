@@ -30,6 +30,7 @@ from pkg_perception.training.train import (
     TrainConfig,
     build_model,
     embedding_loss,
+    instance_weights,
     load_init,
     losses,
     touching_boundaries,
@@ -99,6 +100,17 @@ def test_touching_boundaries_mark_edges_between_parcels_not_against_the_belt():
     plain, _ = losses(logits, cls[None], edge[None], TrainConfig())
     weighted, _ = losses(logits, cls[None], edge[None], TrainConfig(touching_weight=5.0))
     assert weighted.item() > plain.item()
+
+
+def test_instance_balance_weighs_a_sliver_up_and_a_large_parcel_down():
+    inst = torch.zeros(1, 20, 40, dtype=torch.uint8)
+    inst[0, :, :30] = 1  # 600 pixels
+    inst[0, :, 32:34] = 2  # a sliver of 40
+    w = instance_weights(inst, 0.5)[0]
+    assert w[0, 35] == 1.0  # belt
+    assert w[0, 33] > 1.0 > w[0, 0]
+    assert w[0, 33] / w[0, 0] == pytest.approx((600 / 40) ** 0.5, rel=1e-4)
+    assert torch.equal(instance_weights(inst, 0.0)[0], torch.ones(20, 40))
 
 
 def test_embedding_loss_is_zero_only_when_parcels_are_apart_and_tight():
