@@ -20,7 +20,12 @@ import numpy.typing as npt
 
 from pkg_perception.classes import ParcelClass
 from pkg_perception.segmentation.embedding import split_by_embedding
-from pkg_perception.segmentation.instances import Instance, Segmentation, boxes_and_areas
+from pkg_perception.segmentation.instances import (
+    Instance,
+    Segmentation,
+    boxes_and_areas,
+    label_means,
+)
 from pkg_perception.segmentation.seeds import grow_seeds, label_seeds
 
 NUM_CLASSES = len(ParcelClass) + 1
@@ -109,19 +114,7 @@ def decode(
     if n == 0:
         return Segmentation.empty(height, width)
     # Mean class probabilities per instance at the output scale.
-    flat = grown.ravel()
-    inside = flat > 0
-    counts = np.bincount(flat[inside], minlength=n + 1).astype(np.float64)
-    means = (
-        np.stack(
-            [
-                np.bincount(flat[inside], weights=prob[c].ravel()[inside], minlength=n + 1)
-                for c in range(1, NUM_CLASSES)
-            ],
-            axis=1,
-        )
-        / np.maximum(counts, 1)[:, None]
-    )
+    counts, means = label_means(grown, prob[1:], n)
     best = means.argmax(axis=1)
     class_score = means[np.arange(n + 1), best]
     sx, sy = width / w, height / h

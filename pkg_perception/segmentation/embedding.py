@@ -16,21 +16,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pkg_perception.segmentation.instances import label_means
 from pkg_perception.segmentation.seeds import grow_seeds
 
 _OPEN = np.ones((3, 3), dtype=np.uint8)
-
-
-def seed_means(
-    seeds: npt.NDArray[np.int32], emb: npt.NDArray[np.float32], n: int
-) -> npt.NDArray[np.float64]:
-    """(n + 1, e) mean embedding of each seed blob (row 0 unused)."""
-    flat = seeds.ravel()
-    inside = flat > 0
-    counts = np.maximum(np.bincount(flat[inside], minlength=n + 1), 1)
-    e = emb.reshape(emb.shape[0], -1)[:, inside]
-    sums = np.stack([np.bincount(flat[inside], weights=c, minlength=n + 1) for c in e], axis=1)
-    return sums / counts[:, None]
 
 
 MAX_PARTS = 4  # parcels one mask may split into
@@ -89,7 +78,7 @@ def split_by_embedding(
     """
     if n == 0:
         return grown, n
-    mu = seed_means(seeds, emb, n)
+    _, mu = label_means(seeds, emb, n)  # each seed blob's mean embedding
     e_all = emb.reshape(emb.shape[0], -1)
     out = grown.copy()
     count = n

@@ -72,3 +72,19 @@ def boxes_and_areas(
         np.maximum.at(boxes[:, 2], lab, xs + 1)
         np.maximum.at(boxes[:, 3], lab, ys + 1)
     return boxes, area
+
+
+def label_means(
+    labels: npt.NDArray[np.integer], values: npt.NDArray[np.floating], count: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Pixel counts (count + 1,) and means (count + 1, C) of (C, H, W) values per label.
+
+    Labels run 1..count on the values' grid; row 0 (the belt) is left at 0.
+    """
+    flat = labels.ravel()
+    inside = flat > 0
+    ids = flat[inside]
+    counts = np.bincount(ids, minlength=count + 1).astype(np.float64)
+    picked = values.reshape(len(values), -1)[:, inside]
+    sums = np.stack([np.bincount(ids, weights=v, minlength=count + 1) for v in picked], axis=1)
+    return counts, sums / np.maximum(counts, 1)[:, None]

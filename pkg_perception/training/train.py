@@ -132,18 +132,27 @@ PULL_MARGIN = 0.5
 PUSH_MARGIN = 1.5
 
 
+def _frame_segments(inst: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """Each pixel's (frame, instance) segment, flat; ids per frame k; pixels per segment.
+
+    Segment f * k + i is instance i of frame f, so one scatter covers the whole batch.
+    """
+    n = inst.shape[0]
+    k = int(inst.max().item()) + 1
+    seg = (inst.long() + k * torch.arange(n, device=inst.device)[:, None, None]).reshape(-1)
+    return seg, k, torch.bincount(seg, minlength=n * k).float()
+
+
 def embedding_loss(emb: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
     """Pull each parcel's pixels to their mean, push the means of a frame's parcels apart.
 
     Vectorized over the batch: every (frame, instance) pair is one segment of a scatter.
     """
     n, e = emb.shape[:2]
-    k = int(inst.max().item()) + 1
+    seg, k, counts = _frame_segments(inst)
     if k < 2:
         return emb.sum() * 0.0
-    seg = (inst.long() + k * torch.arange(n, device=emb.device)[:, None, None]).reshape(-1)
     flat = emb.permute(0, 2, 3, 1).reshape(-1, e)
-    counts = torch.bincount(seg, minlength=n * k).float()
     means = torch.zeros(n * k, e, dtype=emb.dtype).index_add_(0, seg, flat)
     means = means / counts.clamp(min=1)[:, None]
     present = (counts > 0).reshape(n, k)
@@ -166,14 +175,11 @@ def embedding_loss(emb: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
 
 def instance_weights(inst: torch.Tensor, power: float) -> torch.Tensor:
     """(N, h, w) pixel weights: 1 on the belt, (area / mean area)**-power on a parcel."""
-    n = inst.shape[0]
-    k = int(inst.max().item()) + 1
-    seg = inst.long() + k * torch.arange(n)[:, None, None]
-    area = torch.bincount(seg.reshape(-1), minlength=n * k).float()
+    seg, _, area = _frame_segments(inst)
     parcel = (inst > 0).reshape(-1)
-    mean_area = area[seg.reshape(-1)[parcel]].mean() if parcel.any() else torch.tensor(1.0)
+    mean_area = area[seg[parcel]].mean() if parcel.any() else torch.tensor(1.0)
     w = (area.clamp(min=1) / mean_area) ** -power
-    return torch.where(inst > 0, w.clamp(0.25, 4.0)[seg], torch.ones(()))
+    return torch.where(inst > 0, w.clamp(0.25, 4.0)[seg].reshape(inst.shape), torch.ones(()))
 
 
 def losses(
@@ -185,13 +191,14 @@ def losses(
     inst: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy on the class map, BCE on the edge distance, the embedding loss."""
+    if inst is None and (config.embed_dims > 0 or config.instance_balance > 0):
+        raise ConfigError('embed_dims and instance_balance need instance targets')
     ce = F.cross_entropy(logits[:, :NUM_CLASSES], cls.long(), weight=weights)
     pixel_weight = None
     if config.touching_weight > 0:
         pixel_weight = 1.0 + config.touching_weight * touching_boundaries(cls, edge).float()
     if config.instance_balance > 0:
-        if inst is None:
-            raise ConfigError('instance_balance needs instance targets')
+        assert inst is not None
         balance = instance_weights(inst, config.instance_balance)
         pixel_weight = balance if pixel_weight is None else pixel_weight * balance
     bce = F.binary_cross_entropy_with_logits(
@@ -200,8 +207,7 @@ def losses(
     total = ce + config.edge_weight * bce
     parts = {'ce': ce.item(), 'edge': bce.item()}
     if config.embed_dims > 0:
-        if inst is None:
-            raise ConfigError('an embedding model needs instance targets')
+        assert inst is not None
         emb = embedding_loss(logits[:, NUM_CLASSES + 1 :], inst)
         total = total + config.embed_weight * emb
         parts['embed'] = emb.item()
