@@ -509,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark_sim(sub)
     _add_train(sub)
     _add_export(sub)
+    from pkg_perception.cli_instance_head import add_command as add_fit_instance_head
+
+    add_fit_instance_head(sub)
     _add_evaluate_segmentation(sub)
     _add_benchmark_segmentation(sub)
     _add_evaluate_grasps(sub)

@@ -175,6 +175,8 @@ SEGMENTATION_DOC = SectionDoc(
         'use_geometric': 'run the depth-only geometric segmenter instead of the model',
         'min_valid_depth': 'below this share of valid depth pixels a frame gives no parcels '
         '(flag no_valid_depth)',
+        'instance_head': "let the model file's instance head set each mask's class and score "
+        '(false: mean class probabilities in the mask)',
         'decode.seed_threshold': 'edge-distance probability that marks a seed pixel',
         'decode.weak_seed_threshold': 'a blob above this with no seed in it seeds a thin '
         'parcel (1 = off)',
@@ -187,6 +189,8 @@ SEGMENTATION_DOC = SectionDoc(
         'decode.embed_threshold': 'models with an embedding head: a mask whose pixel '
         'embeddings form clusters this far apart splits into parcels (0 = off)',
         'decode.embed_min_pixels': 'smallest part that splits off, model-output pixels',
+        'decode.head_class_weight': "weight of the instance head's class probabilities "
+        "against the mask's mean pixel probabilities (geometric blend; 1 = head alone)",
     },
     ranges={
         'threads': (1, 64),
@@ -201,6 +205,7 @@ SEGMENTATION_DOC = SectionDoc(
         'decode.confident_area': (0, 10000000),
         'decode.embed_threshold': (0.0, 100.0),
         'decode.embed_min_pixels': (1, 100000),
+        'decode.head_class_weight': (0.0, 1.0),
     },
 )
 GRASPING_DOC = SectionDoc(

@@ -25,6 +25,9 @@ class SegmentationConfig:
     fallback_to_geometric: bool = False  # when the model cannot be loaded
     use_geometric: bool = False  # run the depth-only baseline instead of the model
     min_valid_depth: float = 0.02  # below this share of valid depth pixels: empty + flag
+    # Let the model's instance head (when its file has one) set each mask's class and score;
+    # false = the mean class probabilities in the mask, as models before 1.7 do.
+    instance_head: bool = True
     decode: DecodeParams = field(default_factory=DecodeParams)
 
     def __post_init__(self) -> None:

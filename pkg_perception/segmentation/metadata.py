@@ -11,6 +11,7 @@ from typing import Any
 from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import ModelError
 from pkg_perception.segmentation.inputs import INPUT_CHANNELS, InputSpec
+from pkg_perception.segmentation.instance_head import METADATA_KEY, InstanceHead
 
 FORMAT = 'pkg_perception/parcelnet/v1'
 CLASSES = ('background', *(c.label for c in ParcelClass))
@@ -26,6 +27,7 @@ class ModelMetadata:
     output_stride: int
     classes: tuple[str, ...] = CLASSES
     embed_dims: int = 0  # embedding channels after the edge distance (none before 1.6)
+    instance_head: InstanceHead | None = None  # re-classes and re-scores masks (1.7 on)
 
     def to_props(self, extra: dict[str, Any] | None = None) -> dict[str, str]:
         s = self.spec
@@ -56,6 +58,8 @@ class ModelMetadata:
             ),
             'embed_dims': str(self.embed_dims),
         }
+        if self.instance_head is not None:
+            props[METADATA_KEY] = self.instance_head.to_json()
         for k, v in (extra or {}).items():
             props[k] = v if isinstance(v, str) else json.dumps(v)
         return props
@@ -88,6 +92,11 @@ class ModelMetadata:
                 output_stride=int(props['output_stride']),
                 classes=classes,
                 embed_dims=int(props.get('embed_dims', '0')),
+                instance_head=(
+                    InstanceHead.from_json(props[METADATA_KEY], where)
+                    if METADATA_KEY in props
+                    else None
+                ),
             )
         except (KeyError, ValueError, TypeError) as err:
             raise ModelError(

@@ -16,7 +16,8 @@ from pkg_perception.frames import RGBDFrame
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.config import SegmentationConfig
 from pkg_perception.segmentation.decode import decode
-from pkg_perception.segmentation.inputs import prepare_input
+from pkg_perception.segmentation.inputs import PreparedInput, prepare_input
+from pkg_perception.segmentation.instance_features import FeatureContext, feature_context
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
 from pkg_perception.segmentation.metadata import ModelMetadata
 
@@ -136,6 +137,13 @@ class OnnxSegmenter:
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: tensor})[0]
 
+    def _context(
+        self, prepared: PreparedInput, frame: RGBDFrame, belt: BeltPlane, logits: np.ndarray
+    ) -> FeatureContext:
+        return feature_context(
+            self.metadata.spec, prepared.tensor[0], frame.camera, belt, logits.shape[1:]
+        )
+
     def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
         t0 = time.perf_counter()
         h, w = frame.depth.shape
@@ -145,7 +153,16 @@ class OnnxSegmenter:
         t1 = time.perf_counter()
         logits = self._run(prepared.tensor)[0]
         t2 = time.perf_counter()
-        seg = decode(logits, w, h, self.config.decode, output_stride=self.metadata.output_stride)
+        head = self.metadata.instance_head if self.config.instance_head else None
+        seg = decode(
+            logits,
+            w,
+            h,
+            self.config.decode,
+            output_stride=self.metadata.output_stride,
+            head=head,
+            context=None if head is None else self._context(prepared, frame, belt, logits),
+        )
         t3 = time.perf_counter()
         seg.timings_ms = {
             'preprocess': (t1 - t0) * 1e3,

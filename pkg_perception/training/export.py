@@ -21,7 +21,7 @@ from pkg_perception.training.run import config_from_dict, load_weights
 from pkg_perception.training.train import build_model
 
 OPSET = 17
-MODEL_VERSION = '1.6.0'
+MODEL_VERSION = '1.7.0'
 
 
 @dataclass(frozen=True)
