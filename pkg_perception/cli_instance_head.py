@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from pkg_perception.errors import ConfigError
 
 
@@ -51,16 +49,12 @@ def _cmd_fit_instance_head(args: argparse.Namespace) -> int:
         raise ConfigError('--seeds must be at least 2 and --holdout in (0, 1)')
     plan = SimDataPlan(first_seed=args.first_seed, seeds=args.seeds)
     if args.rows is not None and args.rows.is_file():
-        with np.load(args.rows) as z:
-            data = HeadData(
-                *(z[f] for f in ('features', 'iou', 'parcel_class', 'pixel_class', 'seed'))
-            )
+        data = HeadData.load(args.rows)
         print(f'rows read from {args.rows}: {len(data.iou)} masks')
     else:
         data = collect(args.model, plan, workers=args.workers)
         if args.rows is not None:
-            args.rows.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(args.rows, **vars(data))
+            data.save(args.rows)
     held_seeds = min(args.seeds - 1, max(1, round(args.seeds * args.holdout)))
     cut = args.first_seed + args.seeds - held_seeds
     fit_rows, held = data.take(data.seed < cut), data.take(data.seed >= cut)

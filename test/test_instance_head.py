@@ -29,6 +29,7 @@ from pkg_perception.segmentation.instance_head import (
     InstanceHead,
     Perceptron,
 )
+from pkg_perception.segmentation.instances import label_means
 from pkg_perception.segmentation.onnx import OnnxSegmenter
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
 from pkg_perception.training.instance_head_fit import (
@@ -83,7 +84,8 @@ def test_features_measure_size_and_thickness_in_metres():
     prob[1][labels == 1] = 0.9
     prob[4][labels == 2] = 0.7
     edge = np.zeros((60, 80), np.float32)
-    rows = instance_features(labels, 2, prob, edge, 0.9, _context(height))
+    _, class_means = label_means(labels, prob[1:], 2)
+    rows = instance_features(labels, 2, class_means, edge, 0.9, _context(height))
     assert rows.shape == (2, len(FEATURE_NAMES))
     box, env = rows
     metres_per_px = (1.0 - 0.2) / 100.0
@@ -108,7 +110,7 @@ def test_envelope_on_a_box_is_thin_against_its_lowest_neighbour():
     rows = instance_features(
         labels,
         2,
-        np.zeros((5, 60, 80), np.float32),
+        np.zeros((3, 4)),
         np.zeros((60, 80), np.float32),
         0.9,
         _context(height),

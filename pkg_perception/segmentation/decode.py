@@ -141,8 +141,7 @@ def kept_labels(
 
 def _head_classes(
     grid: DecodedGrid,
-    n: int,
-    pixel_means: npt.NDArray[np.float64],
+    class_means: npt.NDArray[np.float64],
     head: InstanceHead,
     context: FeatureContext,
     params: DecodeParams,
@@ -152,7 +151,11 @@ def _head_classes(
     Score = P(class) x P(a parcel) x expected overlap: what a detection's chance of matching
     its parcel is, so COCO AP and the grasp ranking order masks by it.
     """
-    rows = instance_features(grid.labels, n, grid.prob, grid.edge, params.seed_threshold, context)
+    n = grid.count
+    rows = instance_features(
+        grid.labels, n, class_means, grid.edge, params.seed_threshold, context
+    )
+    pixel_means = class_means[1:]
     p_head, overlap = head.predict(rows)
     parcel = np.maximum(1.0 - p_head[:, 0], 1e-9)
     w = params.head_class_weight
@@ -196,7 +199,7 @@ def decode(
     sx, sy = width / w, height / h
     keep = kept_labels(counts, means, sx * sy, params)
     if head is not None and context is not None:
-        best, score = _head_classes(grid, n, means[1:], head, context, params)
+        best, score = _head_classes(grid, means, head, context, params)
     else:
         score = class_score
         if params.confident_area > 0:

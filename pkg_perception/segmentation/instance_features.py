@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from pkg_perception.frames import CameraModel
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.inputs import InputSpec
+from pkg_perception.segmentation.instances import boxes_and_areas
 
 FEATURE_NAMES: tuple[str, ...] = (
     'p_belt',
@@ -88,12 +88,16 @@ def _resized(tensor: npt.NDArray[np.float32], w: int, h: int) -> npt.NDArray[np.
 def instance_features(
     labels: npt.NDArray[np.integer],
     count: int,
-    prob: npt.NDArray[np.float32],
+    class_means: npt.NDArray[np.float64],
     edge: npt.NDArray[np.float32],
     seed_threshold: float,
     ctx: FeatureContext,
 ) -> npt.NDArray[np.float32]:
-    """(count, len(FEATURE_NAMES)) rows for labels 1..count of `labels` (output grid)."""
+    """(count, len(FEATURE_NAMES)) rows for labels 1..count of `labels` (output grid).
+
+    `class_means` (count + 1, 4) are the masks' mean parcel-class probabilities, which the
+    decoder has already computed (`label_means`); the belt's is what they leave of 1.
+    """
     h, w = labels.shape
     if count == 0:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
@@ -107,7 +111,6 @@ def instance_features(
     color = ctx.color.reshape(len(ctx.color), -1)[:, at].astype(np.float64)
     e = edge.ravel()[at]
     columns = [
-        *prob.reshape(len(prob), -1)[:, at],
         e,
         e > seed_threshold,
         height,
@@ -125,12 +128,12 @@ def instance_features(
     sums = np.stack([np.bincount(ids, weights=c, minlength=count + 1) for c in columns], axis=1)
     m = sums / np.maximum(counts, 1)[:, None]
     counts, m = counts[1:], m[1:]
-    n_prob = len(prob)
-    p = m[:, :n_prob]
-    edge_mean, seed_share, hm, h2, valid = (m[:, n_prob + k] for k in range(5))
-    rgb = m[:, n_prob + 5 : n_prob + 8]
-    rgb2 = m[:, n_prob + 8]
-    mx, my, mxx, myy, mxy = (m[:, n_prob + 9 + k] for k in range(5))
+    parcel_p = class_means[1:]
+    p = np.column_stack([1.0 - parcel_p.sum(axis=1), parcel_p])
+    edge_mean, seed_share, hm, h2, valid = (m[:, k] for k in range(5))
+    rgb = m[:, 5:8]
+    rgb2 = m[:, 8]
+    mx, my, mxx, myy, mxy = (m[:, 9 + k] for k in range(5))
     # Principal extents of the mask in pixels (a uniform rectangle of side L has var L^2/12).
     cxx, cyy, cxy = mxx - mx * mx, myy - my * my, mxy - mx * my
     tr, det = cxx + cyy, cxx * cyy - cxy * cxy
@@ -138,10 +141,10 @@ def instance_features(
     major = np.sqrt(np.maximum(12.0 * (tr / 2 + disc), 0.0))
     minor = np.sqrt(np.maximum(12.0 * (tr / 2 - disc), 0.0))
     metres_per_px = np.maximum(ctx.camera_height - hm, 0.05) / ctx.focal
-    boxes = _boxes(labels, count)
+    boxes = boxes_and_areas(labels, count)[0][1:]
     box_area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1)
     border = (boxes[:, 0] == 0) | (boxes[:, 1] == 0) | (boxes[:, 2] == w) | (boxes[:, 3] == h)
-    ring_height, ring_low, ring_high = _ring_heights(labels, count, ctx.height)
+    ring_height, ring_low, ring_high = _ring_heights(labels, count, ctx.height, hm)
     _, top = _group_extrema(ids, height, count)
     rgb_var = np.maximum(rgb2 - (rgb * rgb).sum(axis=1), 0.0) / 3.0
     return np.column_stack(
@@ -168,11 +171,14 @@ def instance_features(
 
 
 def _ring_heights(
-    labels: npt.NDArray[np.integer], count: int, values: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.integer],
+    count: int,
+    values: npt.NDArray[np.float32],
+    own: npt.NDArray[np.float64],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Mean, lowest and highest of `values` in a band just outside each mask.
 
-    A mask with no band (it fills the frame) gets its own mean for all three.
+    A mask with no band (it fills the frame) gets `own`, its own mean, for all three.
 
     The band of a label is where a max-filter of the label image reaches beyond the mask;
     where two bands overlap the higher label takes the pixel, which only thins one band.
@@ -184,9 +190,6 @@ def _ring_heights(
     ids = grown[band].astype(np.int64)
     sums = np.bincount(ids, weights=values[band], minlength=count + 1)[1:]
     n = np.bincount(ids, minlength=count + 1)[1:]
-    inside = np.bincount(labels.ravel(), weights=values.ravel(), minlength=count + 1)[1:]
-    inside_n = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    own = inside / np.maximum(inside_n, 1)
     has = n > 0
     low, high = _group_extrema(ids, values[band], count)
     return (
@@ -214,12 +217,3 @@ def _group_extrema(
     low[present] = np.minimum.reduceat(values, starts)
     high[present] = np.maximum.reduceat(values, starts)
     return low, high
-
-
-def _boxes(labels: npt.NDArray[np.integer], count: int) -> npt.NDArray[np.int64]:
-    """(count, 4) boxes x0, y0, x1, y1 of labels 1..count (zeros for an absent label)."""
-    boxes = np.zeros((count, 4), dtype=np.int64)
-    for k, sl in enumerate(ndimage.find_objects(labels, max_label=count)):
-        if sl is not None:
-            boxes[k] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-    return boxes

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from pkg_perception.classes import ParcelClass
 
@@ -58,19 +59,20 @@ class Segmentation:
 def boxes_and_areas(
     labels: npt.NDArray[np.integer], count: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(count + 1, 4) boxes (x0, y0, x1, y1) and (count + 1,) areas of labels 0..count."""
+    """(count + 1, 4) boxes (x0, y0, x1, y1) and (count + 1,) areas of labels 0..count.
+
+    Rows without pixels (the belt's, an absent label's) are (w, h, 0, 0).
+    """
     h, w = labels.shape
     area = np.bincount(labels.ravel(), minlength=count + 1)[: count + 1]
     boxes = np.zeros((count + 1, 4), dtype=np.int64)
-    ys, xs = np.nonzero(labels)
-    if len(xs):
-        lab = labels[ys, xs].astype(np.int64)
+    if labels.any():
         boxes[:, 0] = w
         boxes[:, 1] = h
-        np.minimum.at(boxes[:, 0], lab, xs)
-        np.minimum.at(boxes[:, 1], lab, ys)
-        np.maximum.at(boxes[:, 2], lab, xs + 1)
-        np.maximum.at(boxes[:, 3], lab, ys + 1)
+        # One C pass over the image; far faster than ufunc.at on the mask pixels.
+        for k, sl in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
+            if sl is not None:
+                boxes[k] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
     return boxes, area
 
 

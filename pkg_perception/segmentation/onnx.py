@@ -16,8 +16,8 @@ from pkg_perception.frames import RGBDFrame
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.config import SegmentationConfig
 from pkg_perception.segmentation.decode import decode
-from pkg_perception.segmentation.inputs import PreparedInput, prepare_input
-from pkg_perception.segmentation.instance_features import FeatureContext, feature_context
+from pkg_perception.segmentation.inputs import prepare_input
+from pkg_perception.segmentation.instance_features import feature_context
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
 from pkg_perception.segmentation.metadata import ModelMetadata
 
@@ -137,13 +137,6 @@ class OnnxSegmenter:
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: tensor})[0]
 
-    def _context(
-        self, prepared: PreparedInput, frame: RGBDFrame, belt: BeltPlane, logits: np.ndarray
-    ) -> FeatureContext:
-        return feature_context(
-            self.metadata.spec, prepared.tensor[0], frame.camera, belt, logits.shape[1:]
-        )
-
     def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
         t0 = time.perf_counter()
         h, w = frame.depth.shape
@@ -154,6 +147,11 @@ class OnnxSegmenter:
         logits = self._run(prepared.tensor)[0]
         t2 = time.perf_counter()
         head = self.metadata.instance_head if self.config.instance_head else None
+        context = None
+        if head is not None:
+            context = feature_context(
+                self.metadata.spec, prepared.tensor[0], frame.camera, belt, logits.shape[1:]
+            )
         seg = decode(
             logits,
             w,
@@ -161,7 +159,7 @@ class OnnxSegmenter:
             self.config.decode,
             output_stride=self.metadata.output_stride,
             head=head,
-            context=None if head is None else self._context(prepared, frame, belt, logits),
+            context=context,
         )
         t3 = time.perf_counter()
         seg.timings_ms = {

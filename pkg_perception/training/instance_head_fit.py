@@ -59,6 +59,15 @@ class HeadData:
     def target(self) -> npt.NDArray[np.int64]:
         return np.where(self.iou >= MATCH_IOU, self.parcel_class, 0)
 
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **{f: getattr(self, f) for f in _FIELDS})
+
+    @staticmethod
+    def load(path: Path) -> HeadData:
+        with np.load(path) as z:
+            return HeadData(*(z[f] for f in _FIELDS))
+
 
 _FIELDS = ('features', 'iou', 'parcel_class', 'pixel_class', 'seed')
 
@@ -89,7 +98,7 @@ def frame_rows(
     if not keep.any():
         return empty
     ctx = feature_context(meta.spec, prepared.tensor[0], camera, belt, (h, w))
-    rows = instance_features(grid.labels, n, grid.prob, grid.edge, params.seed_threshold, ctx)
+    rows = instance_features(grid.labels, n, means, grid.edge, params.seed_threshold, ctx)
     iou, cls = _best_overlap(grid.labels, n, truth_ids, truth_class, camera)
     idx = np.nonzero(keep)[0]
     return rows[idx - 1], iou[idx], cls[idx], means[idx].argmax(axis=1) + 1
