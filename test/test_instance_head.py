@@ -12,7 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
+from pkg_perception.bag.reader import BagFrameReader
 from pkg_perception.classes import ParcelClass
+from pkg_perception.cli import main
 from pkg_perception.errors import ModelError
 from pkg_perception.frames import RGBDFrame, depth_from_millimetres
 from pkg_perception.segmentation.belt import BeltPlane
@@ -32,11 +34,14 @@ from pkg_perception.segmentation.instance_head import (
 from pkg_perception.segmentation.instances import label_means
 from pkg_perception.segmentation.onnx import OnnxSegmenter
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
+from pkg_perception.training.coco import write_coco_dataset
 from pkg_perception.training.instance_head_fit import (
     HeadData,
     _best_overlap,
     collect,
+    collect_coco,
     fit_head,
+    read_head,
     report,
     write_head,
 )
@@ -260,3 +265,58 @@ def test_shipped_model_carries_a_head_for_these_features():
     assert METADATA_KEY in props, 'run `pkg-perception fit-instance-head` after export'
     head = InstanceHead.from_json(props[METADATA_KEY], str(SHIPPED))
     assert head.features == FEATURE_NAMES
+
+
+@pytest.fixture(scope='module')
+def labelled_cell(small_bag_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six frames of the session's simulated bag in the fine-tuning layout."""
+    with BagFrameReader(small_bag_path) as reader:
+        frames = list(reader.frames())[:6]
+    return write_coco_dataset(frames, tmp_path_factory.mktemp('cell'))
+
+
+def test_masks_of_a_cells_labelled_images_refine_the_present_head(labelled_cell):
+    data = collect_coco(SHIPPED, labelled_cell, progress=False)
+    assert len(data.iou) >= 5
+    assert set(data.seed) <= set(range(6))  # rows keep the image they came from
+    assert np.isfinite(data.features).all()
+    matched = data.iou >= 0.5
+    assert matched.mean() > 0.5
+    assert (data.pixel_class[matched] == data.parcel_class[matched]).mean() > 0.6
+    present = read_head(SHIPPED)
+    assert present is not None
+    untouched = fit_head(data, init=present, epochs=0)
+    got, want = untouched.predict(data.features), present.predict(data.features)
+    assert np.allclose(got[0], want[0], atol=1e-5) and np.allclose(got[1], want[1], atol=1e-5)
+    refined = fit_head(data, init=present, epochs=5, lr=1e-2)
+    assert np.array_equal(refined.mean, present.mean)
+    assert len(refined.members) == len(present.members)
+    assert not np.allclose(refined.predict(data.features)[0], present.predict(data.features)[0])
+
+
+def test_fit_instance_head_command_on_labelled_images(labelled_cell, tmp_path, capsys):
+    out = tmp_path / 'cell.onnx'
+    argv = ['fit-instance-head', '--out', str(out), '--epochs', '2', '--coco', str(labelled_cell)]
+    assert main([*argv, '--model', str(SHIPPED), '--holdout', '0.3']) == 0
+    text = capsys.readouterr().out
+    assert 'held-out images 4..5' in text and '(present head)' in text
+    assert "parcelnet.onnx's head refined" in text
+    seg = OnnxSegmenter(out, SegmentationConfig(providers=('cpu',), warmup_runs=0))
+    assert seg.metadata.instance_head is not None
+    # A fine-tuned export carries no head: the shipped model's is refined for it.
+    headless = tmp_path / 'tuned.onnx'
+    proto = onnx.load(str(SHIPPED))
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(headless))
+    assert main([*argv, '--model', str(headless)]) == 0
+    text = capsys.readouterr().out
+    assert '(present head)' not in text and "parcelnet.onnx's head refined" in text
+    assert main([*argv, '--model', str(headless), '--fresh']) == 0
+    assert 'instance head fitted' in capsys.readouterr().out
+    assert main([*argv, '--model', str(headless), '--head-from', str(headless)]) == 2
+    assert 'carries no instance head' in capsys.readouterr().err
+    missing = ['fit-instance-head', '--coco', str(tmp_path / 'none.json'), '--out', str(out)]
+    assert main(missing) == 2
+    assert 'none.json not found' in capsys.readouterr().err

@@ -14,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import InputError
@@ -52,8 +55,20 @@ def _read(path: Path, flags: int, what: str) -> np.ndarray:
     return img
 
 
-def load_coco_samples(annotations: Path, spec: InputSpec, output_stride: int) -> list[Any]:
-    """One Sample per annotated image (images without annotations count as empty belts)."""
+@dataclass(frozen=True)
+class CocoFrame:
+    """One labelled image with what the pipeline needs beside it."""
+
+    color: npt.NDArray[np.uint8]  # (H, W, 3) RGB
+    depth: npt.NDArray[np.float32]  # (H, W) metres, NaN invalid
+    camera: CameraModel
+    belt: BeltPlane
+    labels: npt.NDArray[np.uint16]  # (H, W) instance 1..n, 0 none
+    class_of: dict[int, int]  # instance -> ParcelClass value
+
+
+def coco_frames(annotations: Path) -> Iterator[CocoFrame]:
+    """The dataset's images in id order, read one at a time (a few hundred fit no memory)."""
     from pycocotools.coco import COCO
 
     if not annotations.is_file():
@@ -68,8 +83,10 @@ def load_coco_samples(annotations: Path, spec: InputSpec, output_stride: int) ->
             cat_class[cat['id']] = int(ParcelClass.from_label(cat['name']))
         except ValueError as err:
             raise InputError(f'{annotations}: category {cat["name"]!r}: {err}') from None
-    samples = []
-    for image_id in sorted(coco.getImgIds()):
+    image_ids = sorted(coco.getImgIds())
+    if not image_ids:
+        raise InputError(f'{annotations} lists no images')
+    for image_id in image_ids:
         entry = coco.loadImgs(image_id)[0]
         color_path = root / entry['file_name']
         if not color_path.exists():
@@ -100,12 +117,15 @@ def load_coco_samples(annotations: Path, spec: InputSpec, output_stride: int) ->
         for k, ann in enumerate(sorted(anns, key=lambda a: -a.get('area', 0)), start=1):
             labels[coco.annToMask(ann) > 0] = k
             class_of[k] = cat_class[ann['category_id']]
-        samples.append(
-            make_sample(spec, color, depth, camera, belt, labels, class_of, output_stride)
-        )
-    if not samples:
-        raise InputError(f'{annotations} lists no images')
-    return samples
+        yield CocoFrame(color, depth, camera, belt, labels, class_of)
+
+
+def load_coco_samples(annotations: Path, spec: InputSpec, output_stride: int) -> list[Any]:
+    """One Sample per annotated image (images without annotations count as empty belts)."""
+    return [
+        make_sample(spec, f.color, f.depth, f.camera, f.belt, f.labels, f.class_of, output_stride)
+        for f in coco_frames(annotations)
+    ]
 
 
 def coco_arrays(

@@ -5,7 +5,8 @@
 The head must learn the mistakes the network makes on cells it has not seen, so its data
 are new seeds (not the training ones) run through the very ONNX model it will ship in:
 each decoded mask gives a feature row, the class of the parcel it overlaps most and that
-overlap. The fitted head goes into the model file's metadata_props.
+overlap. A cell can fit it on its own labelled images instead (`collect_coco`). The fitted
+head goes into the model file's metadata_props.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy.typing as npt
 import onnx
 from tqdm import tqdm
 
+from pkg_perception.errors import ModelError
 from pkg_perception.frames import CameraModel, depth_from_millimetres
 from pkg_perception.processes import worker_context
 from pkg_perception.segmentation.belt import BeltPlane
@@ -34,6 +36,7 @@ from pkg_perception.segmentation.instance_head import METADATA_KEY, InstanceHead
 from pkg_perception.segmentation.instances import label_means
 from pkg_perception.segmentation.onnx import OnnxSegmenter
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
+from pkg_perception.training.coco import coco_frames
 from pkg_perception.training.simdata import SimDataPlan, scene_for
 
 MATCH_IOU = 0.5  # below this overlap a mask counts as "not a parcel" (COCO's loosest)
@@ -47,7 +50,7 @@ class HeadData:
     iou: npt.NDArray[np.float32]  # overlap with the parcel it covers most
     parcel_class: npt.NDArray[np.int64]  # that parcel's class (1..4), 0 = none
     pixel_class: npt.NDArray[np.int64]  # the class the mean pixel probabilities give
-    seed: npt.NDArray[np.int64]
+    seed: npt.NDArray[np.int64]  # the simulated cell's seed, or the labelled image's index
 
     @staticmethod
     def concat(parts: list[HeadData]) -> HeadData:
@@ -146,19 +149,20 @@ def _seed_rows(args: tuple[str, SimDataPlan, list[int]]) -> HeadData:
             f = sim.frame(k * plan.frame_step)
             classes = {p.parcel_id: int(p.parcel_class) for p in f.truth.parcels}
             depth = depth_from_millimetres(f.depth_mm)
-            rows, iou, cls, pix = frame_rows(
-                segmenter, f.color, depth, sim.camera, belt, f.instance_ids, classes
-            )
-            parts.append(
-                HeadData(
-                    rows.astype(np.float32),
-                    iou.astype(np.float32),
-                    cls.astype(np.int64),
-                    pix.astype(np.int64),
-                    np.full(len(iou), seed, dtype=np.int64),
-                )
-            )
+            rows = frame_rows(segmenter, f.color, depth, sim.camera, belt, f.instance_ids, classes)
+            parts.append(_head_data(rows, seed))
     return HeadData.concat(parts)
+
+
+def _head_data(rows: tuple[npt.NDArray[np.float32], ...], source: int) -> HeadData:
+    features, iou, cls, pix = rows
+    return HeadData(
+        features.astype(np.float32),
+        iou.astype(np.float32),
+        cls.astype(np.int64),
+        pix.astype(np.int64),
+        np.full(len(iou), source, dtype=np.int64),
+    )
 
 
 def collect(
@@ -182,15 +186,49 @@ def collect(
     return HeadData.concat(parts)
 
 
+def collect_coco(model: Path, annotations: Path, *, progress: bool = True) -> HeadData:
+    """Rows of every kept mask on a cell's labelled images; `seed` holds the image's index.
+
+    Best on images the fine-tuning did not see: on its own training images the network is
+    surer and righter than it will be on the belt, and the head would learn to trust it.
+    """
+    segmenter = OnnxSegmenter(model, SegmentationConfig(warmup_runs=0))
+    frames = tqdm(coco_frames(annotations), desc='masks', unit='image', disable=not progress)
+    parts = [
+        _head_data(
+            frame_rows(segmenter, f.color, f.depth, f.camera, f.belt, f.labels, f.class_of), k
+        )
+        for k, f in enumerate(frames)
+    ]
+    return HeadData.concat(parts)
+
+
 def fit_head(
-    data: HeadData, *, members: int = 5, hidden: int = 64, epochs: int = 60, seed: int = 0
+    data: HeadData,
+    *,
+    members: int = 5,
+    hidden: int = 64,
+    epochs: int = 60,
+    seed: int = 0,
+    init: InstanceHead | None = None,
+    lr: float = 3e-3,
 ) -> InstanceHead:
-    """`members` perceptrons from seeds seed, seed + 1, ... on the same standardized rows."""
+    """`members` perceptrons from seeds seed, seed + 1, ... on the same standardized rows.
+
+    With `init`, its members are trained further on `data` with its own standardization
+    (`members` and `hidden` then come from it): a few thousand masks of one cell refine
+    what tens of thousands of simulated ones taught, where alone they would overfit.
+    """
     x = data.features.astype(np.float64)
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    if init is not None:
+        mean, scale, starts = init.mean, init.scale, list(init.members)
+    else:
+        mean, scale, starts = x.mean(axis=0), x.std(axis=0) + 1e-6, [None] * members
     fitted = tuple(
-        _fit_member((x - mean) / scale, data, hidden, epochs, seed + k)
-        for k in tqdm(range(members), desc='fitting', unit='member', disable=members < 2)
+        _fit_member((x - mean) / scale, data, hidden, epochs, seed + k, start, lr)
+        for k, start in enumerate(
+            tqdm(starts, desc='fitting', unit='member', disable=len(starts) < 2)
+        )
     )
     head = InstanceHead(features=FEATURE_NAMES, mean=mean, scale=scale, members=fitted)
     head.check()
@@ -198,7 +236,13 @@ def fit_head(
 
 
 def _fit_member(
-    x: npt.NDArray[np.float64], data: HeadData, hidden: int, epochs: int, seed: int
+    x: npt.NDArray[np.float64],
+    data: HeadData,
+    hidden: int,
+    epochs: int,
+    seed: int,
+    start: Perceptron | None,
+    lr: float,
 ) -> Perceptron:
     """Cross-entropy on (none, 4 classes) plus BCE on the overlap; AdamW with cosine decay."""
     import torch
@@ -207,16 +251,22 @@ def _fit_member(
     xt = torch.tensor(x, dtype=torch.float32)
     yt = torch.tensor(data.target(), dtype=torch.long)
     it = torch.tensor(data.iou, dtype=torch.float32)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, 6),
-    )
+    widths = [x.shape[1], hidden, hidden, 6]
+    if start is not None:
+        widths = [start.weights[0].shape[1], *(w.shape[0] for w in start.weights)]
+    layers: list[torch.nn.Module] = []
+    for k in range(len(widths) - 1):
+        layers += [torch.nn.Linear(widths[k], widths[k + 1]), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1])
+    if start is not None:
+        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+        with torch.no_grad():
+            for m, w, b in zip(linears, start.weights, start.biases, strict=True):
+                m.weight.copy_(torch.from_numpy(w))
+                m.bias.copy_(torch.from_numpy(b))
     batch = 256
     steps_per_epoch = max(1, len(xt) // batch)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -262,6 +312,17 @@ def report(head: InstanceHead, data: HeadData) -> HeadReport:
         head_accuracy=float((head_class[matched] == truth).mean()),
         iou_correlation=corr,
     )
+
+
+def read_head(model: Path) -> InstanceHead | None:
+    """The head a model file carries; None without one or with one for other features."""
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    if METADATA_KEY not in props:
+        return None
+    try:
+        return InstanceHead.from_json(props[METADATA_KEY], str(model))
+    except ModelError:
+        return None  # fitted for other features: it is about to be replaced
 
 
 def write_head(model: Path, head: InstanceHead, out: Path) -> None:
