@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import ConfigError
 from pkg_perception.frames import CameraModel, usable_depth
 from pkg_perception.geometry import (
@@ -36,6 +37,13 @@ from pkg_perception.transforms import make_transform
 FloatArray = npt.NDArray[np.float64]
 # Share of a parcel's samples near its top plane but off it below which the top is a plane.
 _CURVED_SHARE = 0.05
+SOFT_CLASSES = frozenset({ParcelClass.POLYBAG, ParcelClass.MAILER})
+# Refits of a soft top's plane, each moving the normal twice as far as the fit did (over-
+# relaxation): on a wrinkled bag tilted 24 degrees (test_grasping) the error falls from 13
+# to 3 degrees in 3 rounds, where plain refits take 6 to reach 4. On the grasp bags A-P,
+# 3 such rounds and 6 plain ones give the same top-1 and recall, at half the cost.
+CROWN_ROUNDS = 3
+CROWN_STEP = 2.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,9 @@ class LiftParams:
         min_thickness: least box thickness, metres.
         outline_depth: the footprint uses points at most this far below the top, metres
             (flying pixels hang lower along mask edges).
+        crown_depth: a soft parcel's (poly bag, mailer) top plane is refitted by least
+            squares to the top this many metres of its surface, measured along the plane's
+            own normal, a few rounds over; 0 keeps the first plane.
     """
 
     max_points: int = 800
@@ -84,6 +95,11 @@ class LiftParams:
     tall_step: float = 0.2
     min_thickness: float = 0.003
     outline_depth: float = 0.02
+    # A wrinkled crown departs from any plane by more than the noise tolerance, so the
+    # first plane is a small flat patch of it, on a tilted bag often a flank. On the grasp
+    # bags A-L (ground-truth masks) crown depths 0 / 1 / 1.5 / 2 / 3 cm give top-1 0.963 /
+    # 0.963 / 0.973 / 0.968 / 0.966 and recall 0.956 / 0.968 / 0.973 / 0.971 / 0.947.
+    crown_depth: float = 0.015
 
     def __post_init__(self) -> None:
         if self.max_points < 10 or self.min_points < 3:
@@ -94,7 +110,9 @@ class LiftParams:
         positive = (
             'plane_tolerance', 'pile_step', 'lean_rise', 'lean_gap', 'min_raise', 'tall_step',
         )  # fmt: skip
-        for name in (*positive, 'depth_noise_at_1m', 'min_thickness', 'outline_depth'):
+        for name in (
+            *positive, 'depth_noise_at_1m', 'min_thickness', 'outline_depth', 'crown_depth',
+        ):  # fmt: skip
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0 and (value > 0 or name not in positive)):
                 raise ConfigError(f'grasping.lift.{name} = {value} must be a positive number')
@@ -297,7 +315,13 @@ def lift_all(
     normal, d, inliers, rms, good = ransac_padded(
         pad, counts, tol, up=belt.normal, max_tilt=max_tilt, valid=valid
     )
-    _prefer_upper(pad, valid, tol, normal, d, inliers, rms, good, belt, max_tilt, params)
+    # Soft tops get their crown fitted instead of an upper plane (lids and flaps are boxes').
+    soft = good & np.array([s.inst.parcel_class in SOFT_CLASSES for s in samples])
+    if params.crown_depth <= 0:
+        soft[:] = False
+    _prefer_upper(pad, valid, tol, normal, d, inliers, rms, good & ~soft, belt, max_tilt, params)
+    if soft.any():
+        _fit_crowns(pad, valid, tol, normal, d, inliers, rms, soft, belt, max_tilt, params)
     n_in = inliers.sum(axis=1)
     top_center = (inliers[:, None, :] @ pad)[:, 0, :] / np.maximum(n_in, 1)[:, None]
     centroid = (valid[:, None, :] @ pad)[:, 0, :] / np.maximum(kept_counts, 1)[:, None]
@@ -407,6 +431,66 @@ def _prefer_upper(
             continue
         normal[i], d[i], rms[i] = upper.normal, upper.d, upper.rms
         inliers[i] = valid[i] & (np.abs(pad[i] @ upper.normal + upper.d) < tol[i])
+
+
+def _fit_crowns(
+    pad: FloatArray,
+    valid: npt.NDArray[np.bool_],
+    tol: FloatArray,
+    normal: FloatArray,
+    d: FloatArray,
+    inliers: npt.NDArray[np.bool_],
+    rms: FloatArray,
+    soft: npt.NDArray[np.bool_],
+    belt: BeltPlane,
+    max_tilt: float,
+    params: LiftParams,
+) -> None:
+    """Soft parcels' top planes: least squares over the top `crown_depth` of the surface.
+
+    A pillow's crown is what a cup seals on and what its tilt is judged by. Measured along
+    the plane's normal, the top few centimetres of a crown lie around its middle only when
+    the normal is the crown's; the fit over them tilts the normal towards it, and a few
+    rounds settle it. The plane then passes through the middle of that cap, so its
+    inliers are a band around the crown, not only its highest point. A round is one
+    batched product for the cap's sums and second moments and a batched 3x3 eigen-
+    decomposition. Updates in place.
+    """
+    idx = np.nonzero(soft)[0]
+    width = int(np.nonzero(valid[idx].any(axis=0))[0][-1]) + 1
+    # Every other sample is plenty for a plane and halves the cost.
+    pts, ok, n = pad[idx, :width:2], valid[idx, :width:2], normal[idx]
+    rows = np.concatenate([pts, np.ones((*pts.shape[:2], 1))], axis=2)  # sums and moments
+
+    def cap_fit(n: FloatArray) -> tuple[FloatArray, ...]:
+        """The cap (mask), plane normal (on n's side) and rms distance of its fit."""
+        h = (pts @ n[:, :, None])[:, :, 0]
+        top = np.max(h, axis=1, where=ok, initial=-np.inf)
+        cap = ok & (h >= (top - params.crown_depth)[:, None])
+        moments = (rows.transpose(0, 2, 1) * cap[:, None, :]) @ rows  # (P, 4, 4)
+        count = np.maximum(moments[:, 3, 3], 1.0)
+        centre = moments[:, :3, 3] / count[:, None]
+        cov = moments[:, :3, :3] / count[:, None, None] - centre[:, :, None] * centre[:, None, :]
+        evals, evecs = np.linalg.eigh(cov)
+        fitted = evecs[:, :, 0]
+        fitted *= np.where(np.einsum('pi,pi->p', fitted, n) < 0, -1.0, 1.0)[:, None]
+        return cap, fitted, np.sqrt(np.maximum(evals[:, 0], 0.0))
+
+    for _ in range(CROWN_ROUNDS):
+        cap, fitted, fit_rms = cap_fit(n)
+        n = n + CROWN_STEP * (fitted - n)
+        n /= np.linalg.norm(n, axis=1, keepdims=True)
+    # Through the median height of the last cap (all but the same under the final normal):
+    # on a rounded crown its mean would sit so low that the ridge fell out of the band.
+    ranked = np.sort(np.where(cap, (pts @ n[:, :, None])[:, :, 0], -np.inf), axis=1)
+    counts = cap.sum(axis=1)
+    offset = -ranked[np.arange(len(idx)), ranked.shape[1] - 1 - counts // 2]
+    # Counts are of every other sample.
+    settled = (n @ belt.normal >= math.cos(max_tilt)) & (2 * counts >= params.min_points)
+    k, i = np.nonzero(settled)[0], idx[settled]
+    normal[i], d[i], rms[i] = n[k], offset[k], fit_rms[k]
+    above = (pad[i] @ n[k][:, :, None])[:, :, 0] + offset[k, None]
+    inliers[i] = valid[i] & (np.abs(above) < tol[i, None])
 
 
 def _row_ends(

@@ -17,6 +17,7 @@ from grasp_scenes import (
     Block,
     render,
     segmentation,
+    tilted_pillow,
 )
 
 from pkg_perception.classes import ParcelClass
@@ -337,3 +338,18 @@ def test_a_mask_the_coarse_pile_grid_misses_is_still_lifted() -> None:
     lifted = lift_all(seg, depth, CAMERA, BELT, LiftParams(min_points=3))
     assert 3 in {p.label for p in lifted}
     assert all(not p.over for p in lifted)
+
+
+@pytest.mark.parametrize('tilt_deg', [0.0, 24.0])
+def test_a_wrinkled_bags_top_plane_follows_its_crown_when_tilted(tilt_deg: float) -> None:
+    depth, labels, axis = tilted_pillow(tilt_deg)
+    bag = Block(0.0, 0.0, 0.3, 0.2, 0.1, parcel_class=ParcelClass.POLYBAG)
+    seg = segmentation(labels, [bag])
+
+    def error_deg(params: LiftParams) -> float:
+        (p,) = lift_all(seg, depth, CAMERA, BELT, params)
+        return math.degrees(math.acos(min(1.0, abs(float(p.top_normal @ axis)))))
+
+    assert error_deg(LiftParams()) < 5.0
+    if tilt_deg:  # the flat patch that fits within the noise tolerance lies on a flank
+        assert error_deg(LiftParams(crown_depth=0.0)) > 10.0
