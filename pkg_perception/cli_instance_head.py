@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pkg_perception.errors import ConfigError
+
+if TYPE_CHECKING:  # the heavy imports wait until the command runs
+    from pkg_perception.segmentation.instance_head import InstanceHead
+    from pkg_perception.training.instance_head_fit import HeadData
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +101,7 @@ def _cmd_fit_instance_head(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_head(args: argparse.Namespace):
+def _start_head(args: argparse.Namespace) -> tuple[InstanceHead | None, Path | None]:
     """The head a cell's masks refine, and the model it came from (None: fit a new one).
 
     A cell's few thousand masks refine what tens of thousands of simulated ones taught;
@@ -122,7 +127,7 @@ def _start_head(args: argparse.Namespace):
     return None, None
 
 
-def _collect(args: argparse.Namespace):
+def _collect(args: argparse.Namespace) -> HeadData:
     from pkg_perception.training.instance_head_fit import collect, collect_coco
     from pkg_perception.training.simdata import SimDataPlan
 
@@ -135,7 +140,7 @@ def _collect(args: argparse.Namespace):
     )
 
 
-def _held_out(args: argparse.Namespace, data) -> tuple[np.ndarray, str]:
+def _held_out(args: argparse.Namespace, data: HeadData) -> tuple[np.ndarray, str]:
     """Rows kept out of the fit: those of the last seeds, or of the last images in id order.
 
     Labelled images are most often numbered as recorded, so the last ones are the latest
@@ -148,7 +153,7 @@ def _held_out(args: argparse.Namespace, data) -> tuple[np.ndarray, str]:
     return data.seed >= cut, f'held-out {what} {cut}..{last}'
 
 
-def _print_report(model: Path, head, held, what: str) -> None:
+def _print_report(model: Path, head: InstanceHead, held: HeadData, what: str) -> None:
     """Class accuracy on the held-out masks: pixel vote, the model's present head, the new."""
     from pkg_perception.training.instance_head_fit import read_head, report
 
