@@ -67,6 +67,7 @@ def _cmd_fit_instance_head(args: argparse.Namespace) -> int:
     from pkg_perception.training.instance_head_fit import (
         HeadData,
         fit_head,
+        read_head,
         write_head,
     )
 
@@ -83,7 +84,8 @@ def _cmd_fit_instance_head(args: argparse.Namespace) -> int:
     fit_rows, held = data.take(~held_out), data.take(held_out)
     if not len(fit_rows.iou) or not len(held.iou):
         raise ConfigError(f'{len(data.iou)} masks collected: too few to fit and hold out')
-    init, source = _start_head(args)
+    present = read_head(args.model)
+    init, source = _start_head(args, present)
     head = fit_head(
         fit_rows,
         members=args.members,
@@ -93,7 +95,7 @@ def _cmd_fit_instance_head(args: argparse.Namespace) -> int:
         seed=args.seed,
         init=init,
     )
-    _print_report(args.model, head, held, what)
+    _print_report(head, present, held, what)
     out = args.out or args.model
     write_head(args.model, head, out)
     how = f"{source}'s head refined" if init is not None else 'instance head fitted'
@@ -101,8 +103,12 @@ def _cmd_fit_instance_head(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_head(args: argparse.Namespace) -> tuple[InstanceHead | None, Path | None]:
+def _start_head(
+    args: argparse.Namespace, present: InstanceHead | None
+) -> tuple[InstanceHead | None, Path | None]:
     """The head a cell's masks refine, and the model it came from (None: fit a new one).
+
+    `present` is --model's own head, already read.
 
     A cell's few thousand masks refine what tens of thousands of simulated ones taught;
     alone they overfit: on four simulated bags held out of a 360-image fit, a fresh head
@@ -114,9 +120,11 @@ def _start_head(args: argparse.Namespace) -> tuple[InstanceHead | None, Path | N
 
     if args.coco is None or args.fresh:
         return None, None
-    for source in [args.head_from] if args.head_from else [args.model, default_model_path()]:
-        if source.is_file() and (head := read_head(source)) is not None:
-            return head, source
+    if args.head_from is None and present is not None:
+        return present, args.model
+    source = args.head_from or default_model_path()
+    if source.is_file() and (head := read_head(source)) is not None:
+        return head, source
     if args.head_from:
         problem = (
             'carries no instance head for these features'
@@ -153,13 +161,14 @@ def _held_out(args: argparse.Namespace, data: HeadData) -> tuple[np.ndarray, str
     return data.seed >= cut, f'held-out {what} {cut}..{last}'
 
 
-def _print_report(model: Path, head: InstanceHead, held: HeadData, what: str) -> None:
+def _print_report(
+    head: InstanceHead, present: InstanceHead | None, held: HeadData, what: str
+) -> None:
     """Class accuracy on the held-out masks: pixel vote, the model's present head, the new."""
-    from pkg_perception.training.instance_head_fit import read_head, report
+    from pkg_perception.training.instance_head_fit import report
 
     r = report(head, held)
     before = {'pixel vote': r.pixel_accuracy}
-    present = read_head(model)
     if present is not None:
         before['present head'] = report(present, held).head_accuracy
     listed = ', '.join(f'{v:.3f} ({k})' for k, v in before.items())

@@ -316,9 +316,8 @@ def lift_all(
         pad, counts, tol, up=belt.normal, max_tilt=max_tilt, valid=valid
     )
     # Soft tops get their crown fitted instead of an upper plane (lids and flaps are boxes').
-    soft = good & np.array([s.inst.parcel_class in SOFT_CLASSES for s in samples])
-    if params.crown_depth <= 0:
-        soft[:] = False
+    crowns = params.crown_depth > 0
+    soft = good & np.array([crowns and s.inst.parcel_class in SOFT_CLASSES for s in samples])
     _prefer_upper(pad, valid, tol, normal, d, inliers, rms, good & ~soft, belt, max_tilt, params)
     if soft.any():
         _fit_crowns(pad, valid, tol, normal, d, inliers, rms, soft, belt, max_tilt, params)
