@@ -40,7 +40,7 @@ def pile_order(
 
     Heights are compared pixel against pixel across every edge between two masks (a few
     pixels apart, to step over the band without depth that stereo leaves along edges).
-    Two signs that B rests on A:
+    Signs that B rests on A:
     - B stands higher along their shared edge (by more than `pile_step`, for most samples)
       and reaches into the convex hull of A's visible part in the image (`min_intrusion`
       coarse cells): a parcel lying on another hides part of it, a neighbour standing beside
@@ -57,6 +57,10 @@ def pile_order(
       `min_raise` or more above it) and stands higher than A along their shared edge: it
       rests on something, and A is what it stands above. This finds the parcel lying
       across the end of another, which hides no part of it inside the hull.
+    - B's top stands above A's edge (by more than `pile_step`), B is higher on average along
+      that edge, reaches into A's hull and stands over A's footprint: a thin parcel lying
+      on another shows its side along their edge, where the step from sample to sample is
+      small and the first sign misses it.
     Any neighbour standing higher along the shared edge than A's top goes into
     `beside_higher`: it may rest on A where neither can be seen (or where A casts no depth),
     so A ranks after parcels with nothing taller beside them.
@@ -146,6 +150,18 @@ def pile_order(
         # Held off the belt, the upper parcel rests on something: a lower neighbour it
         # stands above along their edge, even where it hides no part the hull would show.
         on_top = on_top or (not leans and raised[i_up] and up[k] > count[k] / 2)
+        # A thin parcel lying on another shows its side along their edge, so the step
+        # there is small; but its top stands above that edge and over the lower's footprint.
+        on_top = on_top or (
+            not leans
+            and count[k] >= 3
+            and mean_second[k] > mean_first[k]
+            and upper.height > mean_first[k] + params.pile_step
+            and not leans_on(i_up * n + i_low)
+            and _intrusion(compact, i_low, i_up, lower.instance.box, stride, hulls)
+            >= params.min_intrusion
+            and _overlap(lower, upper, basis, footprints) >= params.min_intrusion
+        )
         if on_top or leans:
             lower.over.add(upper.label)
             upper.support_height = max(upper.support_height, float(mean_first[k]))

@@ -23,7 +23,7 @@ from grasp_scenes import (
 from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import ConfigError
 from pkg_perception.grasping import GraspConfig, plan, plan_grasps
-from pkg_perception.lifting import LiftParams, lift_all
+from pkg_perception.lifting import LiftedParcel, LiftParams, lift_all
 from pkg_perception.results import GraspKind
 from pkg_perception.segmentation.instances import Instance, Segmentation
 from pkg_perception.transforms import transform_points
@@ -216,6 +216,19 @@ def test_nothing_is_offered_when_every_candidate_carries_another_parcel() -> Non
     assert grasps and {g.parcel_id for g in grasps} == {1}
 
 
+def _lift_height_map(
+    height: np.ndarray, labels: np.ndarray, boxes: list[tuple[int, int, int, int]]
+) -> dict[int, LiftedParcel]:
+    """Lift boxes (labels 1, 2, ...) seen straight down: depth is camera height - height."""
+    depth = (CAMERA_HEIGHT - height).astype(np.float32)
+    instances = [
+        Instance(k, ParcelClass.BOX, 1.0, box, int(np.count_nonzero(labels == k)))
+        for k, box in enumerate(boxes, start=1)
+    ]
+    lifted = lift_all(Segmentation(labels, instances), depth, CAMERA, BELT, CONFIG.lift)
+    return {p.label: p for p in lifted}
+
+
 @pytest.mark.parametrize(('foot', 'piled'), [(0.12, True), (0.0, False)])
 def test_a_parcel_held_off_the_belt_rests_on_the_lower_neighbour_it_stands_above(
     foot: float, piled: bool
@@ -229,17 +242,30 @@ def test_a_parcel_held_off_the_belt_rests_on_the_lower_neighbour_it_stands_above
     height[40:110, 100:170], labels[40:110, 100:170] = 0.30, 2
     height[110:118, 100:170] = np.linspace(0.30, foot, 8)[:, None]
     labels[110:118, 100:170] = 2
-    depth = (CAMERA_HEIGHT - height).astype(np.float32)
-    seg = Segmentation(
-        labels,
-        [
-            Instance(1, ParcelClass.BOX, 1.0, (40, 50, 100, 100), 3000),
-            Instance(2, ParcelClass.BOX, 1.0, (100, 40, 170, 118), 5460),
-        ],
-    )
-    lifted = {p.label: p for p in lift_all(seg, depth, CAMERA, BELT, CONFIG.lift)}
+    lifted = _lift_height_map(height, labels, [(40, 50, 100, 100), (100, 40, 170, 118)])
     assert lifted[1].over == ({2} if piled else set())
     assert lifted[1].beside_higher == {2}
+    assert not lifted[2].over
+
+
+@pytest.mark.parametrize(('left', 'piled'), [(70, True), (170, False)])
+def test_a_thin_parcel_lying_on_another_is_on_it_though_its_edge_shows_a_small_step(
+    left: int, piled: bool
+) -> None:
+    # A (30 cm) and a 2.5 cm thin B whose rim falls to A's height over 6 pixels: across
+    # their edge B stands barely higher, but its top is 2.5 cm up. In the middle of A, B
+    # lies on it; right of A (held at A's height, as on a stand), it is a neighbour.
+    height = np.zeros((CAMERA.height, CAMERA.width))
+    labels = np.zeros(height.shape, np.uint16)
+    height[30:120, 30:170], labels[30:120, 30:170] = 0.30, 1
+    r0, r1, c0, c1 = 55, 95, left, left + 28
+    rr, cc = np.mgrid[r0:r1, c0:c1]
+    rim = np.minimum.reduce([rr - r0, r1 - 1 - rr, cc - c0, c1 - 1 - cc])
+    height[r0:r1, c0:c1] = 0.30 + 0.025 * np.minimum(rim / 6.0, 1.0)
+    labels[r0:r1, c0:c1] = 2
+    lifted = _lift_height_map(height, labels, [(30, 30, 170, 120), (c0, r0, c1, r1)])
+    assert lifted[2].height == pytest.approx(0.325, abs=0.003)
+    assert lifted[1].over == ({2} if piled else set())
     assert not lifted[2].over
 
 
