@@ -97,6 +97,17 @@ def normalized_rays(camera: CameraModel) -> npt.NDArray[np.float32]:
     return np.stack([x, y], axis=-1).astype(np.float32)
 
 
+@lru_cache(maxsize=4)
+def ray_planes(camera: CameraModel) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """`normalized_rays` as two contiguous (H, W) planes, x/z and y/z.
+
+    Gathering scattered pixels from each plane costs a third of gathering the (x, y) pairs
+    from the interleaved table, and the per-frame lifting does little else with it.
+    """
+    rays = normalized_rays(camera)
+    return np.ascontiguousarray(rays[..., 0]), np.ascontiguousarray(rays[..., 1])
+
+
 def back_project(
     depth: npt.NDArray[np.generic],
     camera: CameraModel,
@@ -301,26 +312,36 @@ def ransac_padded(
     up = np.asarray(up, dtype=np.float64)
     cos_tilt = math.cos(max_tilt)
     rows = np.arange(p_count)
+    # Gathers go through flat indices and np.take: indexing with (row, column) index
+    # arrays costs two to three times as much.
+    points = pad.reshape(-1, 3)
     draws = (_DRAWS[None, :iterations] * counts[:, None, None]).astype(np.intp)
-    tri = pad[rows[:, None, None], draws]  # (P, H, 3 corners, 3)
+    draws += rows[:, None, None] * n_max
+    tri = np.take(points, draws, axis=0)  # (P, H, 3 corners, 3)
     a = tri[:, :, 0]
     normals = cross(tri[:, :, 1] - a, tri[:, :, 2] - a)
     norm = np.linalg.norm(normals, axis=-1)
-    ok = (norm > 1e-12) & valid[rows[:, None, None], draws].all(axis=2)
+    ok = (norm > 1e-12) & valid.ravel()[draws].all(axis=2)
     normals /= np.where(ok, norm, 1.0)[..., None]
     facing = normals @ up
     normals *= np.where(facing < 0, -1.0, 1.0)[..., None]
     upright = np.abs(facing)  # = normals @ up now that they are turned up
     ok &= upright >= cos_tilt
     offsets = -np.einsum('phi,phi->ph', normals, a)
-    idx = (np.arange(sample)[None, :] * counts[:, None]) // sample
-    sub = pad[rows[:, None], idx].astype(np.float32)  # (P, S, 3); float32 halves the cost
-    sub[~valid[rows[:, None], idx]] = np.nan  # never near any plane
-    dist = (
-        sub @ normals.astype(np.float32).transpose(0, 2, 1) + offsets.astype(np.float32)[:, None]
-    )
-    near = np.abs(dist) < tol[:, None, None].astype(np.float32)
-    score = np.where(ok, near.sum(axis=1), -1)
+    # Scoring: (P, H, 4) hypotheses [normal, offset] times (P, 4, S) points [x, y, z, 1]
+    # gives every distance in one product, laid out so the count runs along the last axis;
+    # float32 halves the cost.
+    idx = rows[:, None] * n_max + (np.arange(sample)[None, :] * counts[:, None]) // sample
+    sub = np.ones((p_count, sample, 4), np.float32)
+    sub[:, :, :3] = np.take(points, idx, axis=0)
+    sub[~valid.ravel()[idx]] = np.nan  # never near any plane
+    hyp = np.empty((p_count, normals.shape[1], 4), np.float32)
+    hyp[:, :, :3] = normals
+    hyp[:, :, 3] = offsets
+    dist = hyp @ sub.transpose(0, 2, 1)
+    np.abs(dist, out=dist)
+    near = np.count_nonzero(dist < tol.astype(np.float32)[:, None, None], axis=2)
+    score = np.where(ok, near, -1)
     # Among hypotheses nearly as well supported as the best, the most upright wins: on a
     # dome (a poly bag) a plane along a flank holds as many points as the one on the crown.
     close = score >= np.ceil(close_enough * score.max(axis=1, keepdims=True))

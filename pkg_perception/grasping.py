@@ -27,6 +27,7 @@ from pkg_perception.geometry import (
     frames_from_axes,
     normalized_rays,
     project_points,
+    ray_planes,
 )
 from pkg_perception.lifting import LiftedParcel, LiftParams
 from pkg_perception.results import GraspCandidate, GraspKind, OrientedBox
@@ -515,13 +516,15 @@ def _cup_patches(
     uu = us[:, None] + du[None, :]
     vv = vs[:, None] + dv[None, :]
     inside = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
-    uu = np.clip(uu, 0, w - 1)
-    vv = np.clip(vv, 0, h - 1)
-    z = depth[vv, uu].astype(np.float64)
-    valid = inside & (labels[vv, uu] == label_of[:, None]) & usable_depth(z)
+    # One flat index for the four gathers: indexing with (rows, cols) pairs costs more.
+    flat = np.clip(vv, 0, h - 1) * w + np.clip(uu, 0, w - 1)
+    z = depth.ravel()[flat].astype(np.float64)
+    valid = inside & (labels.ravel()[flat] == label_of[:, None]) & usable_depth(z)
     z = np.where(valid, z, 0.0)
+    rx, ry = ray_planes(camera)
     pts = np.empty((*z.shape, 3))
-    pts[..., :2] = normalized_rays(camera)[vv, uu] * z[..., None]
+    pts[..., 0] = rx.ravel()[flat] * z
+    pts[..., 1] = ry.ravel()[flat] * z
     pts[..., 2] = z
     diff = pts - centres[:, None, :]
     along = np.einsum('kmi,ki->km', diff, normals)

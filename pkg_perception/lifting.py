@@ -24,15 +24,14 @@ from pkg_perception.geometry import (
     PlaneFit,
     cross,
     frames_from_axes,
-    normalized_rays,
     ransac_padded,
     ransac_planes,
+    ray_planes,
 )
 from pkg_perception.piles import pile_order
 from pkg_perception.results import OrientedBox
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.instances import Instance, Segmentation
-from pkg_perception.transforms import make_transform
 
 FloatArray = npt.NDArray[np.float64]
 # Share of a parcel's samples near its top plane but off it below which the top is a plane.
@@ -245,14 +244,15 @@ class _Sample:
     cells: npt.NDArray[np.intp]  # flat grid indices with valid depth
     inside: npt.NDArray[np.bool_]  # grid: in the mask
     z: npt.NDArray[np.float32]
-    xy: npt.NDArray[np.float32]  # normalized ray coordinates
+    x: npt.NDArray[np.float32]  # normalized ray coordinates x/z, y/z
+    y: npt.NDArray[np.float32]
 
 
 def _sample(
     seg: Segmentation,
     inst: Instance,
     depth: npt.NDArray[np.float32],
-    rays: npt.NDArray[np.float32],
+    rays: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
     params: LiftParams,
 ) -> _Sample | None:
     """The instance's valid depth on a grid of at most ~`max_points` cells over its box."""
@@ -266,8 +266,9 @@ def _sample(
     cells = np.flatnonzero(valid)
     if len(cells) < params.min_points:
         return None
-    xy = rays[y0:y1:stride, x0:x1:stride][valid]
-    return _Sample(inst, stride, valid.shape, cells, inside, z_grid[valid], xy)
+    window = (slice(y0, y1, stride), slice(x0, x1, stride))
+    x, y = rays[0][window][valid], rays[1][window][valid]
+    return _Sample(inst, stride, valid.shape, cells, inside, z_grid[valid], x, y)
 
 
 def lift_all(
@@ -293,7 +294,7 @@ def lift_all(
         One LiftedParcel per instance with at least `min_points` valid points after outlier
         removal, in the order of `seg.instances`.
     """
-    rays = normalized_rays(camera)
+    rays = ray_planes(camera)
     samples = [s for inst in seg.instances if (s := _sample(seg, inst, depth, rays, params))]
     if not samples:
         return []
@@ -304,7 +305,8 @@ def lift_all(
     for i, s in enumerate(samples):
         n = len(s.z)
         pad[i, :n, 2] = s.z
-        pad[i, :n, :2] = s.xy * s.z[:, None]
+        pad[i, :n, 0] = s.x * s.z
+        pad[i, :n, 1] = s.y * s.z
         cells[i, :n] = s.cells
     keep = _inlier_heights(pad, counts, belt)
     kept_counts = keep.sum(axis=1)
@@ -501,18 +503,19 @@ def _row_ends(
 ) -> npt.NDArray[np.bool_]:
     """(P, N) the first and last selected point of every grid row: they hold the outline.
 
-    Points are in row-major grid order; running maxima and minima of the row index find the
-    ends without a loop. The outline is all a minimum-area rectangle needs.
+    Points are in row-major grid order, so the selected points of one parcel's row follow
+    each other: a row's ends are where the (parcel, row) key changes. The outline is all a
+    minimum-area rectangle needs.
     """
     row = cells // widths[:, None]
-    big = np.iinfo(np.intp).max
-    seen = np.maximum.accumulate(np.where(selected, row, -1), axis=1)
-    before = np.full_like(seen, -1)
-    before[:, 1:] = seen[:, :-1]
-    ahead = np.minimum.accumulate(np.where(selected, row, big)[:, ::-1], axis=1)[:, ::-1]
-    after = np.full_like(ahead, big)
-    after[:, :-1] = ahead[:, 1:]
-    return selected & ((before < row) | (after > row))
+    idx = np.flatnonzero(selected)
+    key = row.ravel()[idx] + (idx // selected.shape[1]) * (int(row.max(initial=0)) + 1)
+    change = key[1:] != key[:-1]
+    ends = np.ones(len(idx), dtype=bool)
+    ends[1:-1] = change[1:] | change[:-1]
+    out = np.zeros(selected.size, dtype=bool)
+    out[idx[ends]] = True
+    return out.reshape(selected.shape)
 
 
 def _footprints(
@@ -548,11 +551,19 @@ def _set_boxes(lifted: list[LiftedParcel], params: LiftParams) -> None:
     Each reaches from the top down to what the parcel rests on (the belt, or the parcel
     below it): the camera sees no bottom, so that is the best bound on its thickness.
     """
+    if not lifted:
+        return
     normals = np.array([p.top_normal for p in lifted])
-    rots = frames_from_axes(normals, cross(normals, np.array([p.long_axis for p in lifted])))
-    for p, rot in zip(lifted, rots, strict=True):
-        thickness = max(p.height - p.support_height, params.min_thickness)
-        along = float(p.top_center @ p.top_normal)
-        centre = p.footprint_centre + p.top_normal * (along - thickness / 2.0)
-        size = np.array([p.footprint[0], p.footprint[1], thickness])
-        p.box = OrientedBox(pose=make_transform(rot, centre), size=size)
+    poses = np.zeros((len(lifted), 4, 4))
+    poses[:, :3, :3] = frames_from_axes(
+        normals, cross(normals, np.array([p.long_axis for p in lifted]))
+    )
+    poses[:, 3, 3] = 1.0
+    sizes = np.empty((len(lifted), 3))
+    sizes[:, :2] = [p.footprint for p in lifted]
+    sizes[:, 2] = [max(p.height - p.support_height, params.min_thickness) for p in lifted]
+    along = np.einsum('pi,pi->p', np.array([p.top_center for p in lifted]), normals)
+    footprint_centres = np.array([p.footprint_centre for p in lifted])
+    poses[:, :3, 3] = footprint_centres + normals * (along - sizes[:, 2] / 2.0)[:, None]
+    for p, pose, size in zip(lifted, poses, sizes, strict=True):
+        p.box = OrientedBox(pose=pose, size=size)

@@ -110,61 +110,62 @@ def pile_order(
     mean_second = np.bincount(key, weights=second_h * both, minlength=size) / np.maximum(count, 1)
     count_second = np.bincount(key, weights=has_second, minlength=size)
     mean_beside = np.bincount(key, weights=second_h, minlength=size) / np.maximum(count_second, 1)
-    for k in np.nonzero(count_second >= 3)[0]:
-        lower, upper = lifted[int(k // n) - 1], lifted[int(k % n) - 1]
+    for k in np.flatnonzero(count_second >= 3).tolist():
+        lower, upper = lifted[k // n - 1], lifted[k % n - 1]
         if mean_beside[k] > lower.height + params.pile_step:
             lower.beside_higher.add(upper.label)
+    # Python scalars from here on: the loop over pairs reads a handful per pair, and numpy
+    # scalar arithmetic costs several times more.
+    count_l, up_l = count.tolist(), up.tolist()
+    first_l, second_l = mean_first.tolist(), mean_second.tolist()
+    facing = (np.array([p.top_normal for p in lifted]) @ belt.normal).tolist()
+    raised_l = raised.tolist()
     cos_lean = math.cos(math.radians(params.lean_tilt_deg))
     cos_steep = math.cos(math.radians(params.lean_max_tilt_deg))
 
     def leans_on(k: int) -> bool:
         """The second parcel of pair key k leans on the first."""
-        upper = lifted[int(k % n) - 1]
-        return bool(
-            count[k] >= 3
-            and cos_steep <= float(upper.top_normal @ belt.normal) < cos_lean
-            and mean_second[k] > upper.height + params.lean_rise
-            and mean_second[k] - params.lean_gap
-            < mean_first[k]
-            < mean_second[k] + params.pile_step
+        i_up = k % n
+        second = second_l[k]
+        return (
+            count_l[k] >= 3
+            and cos_steep <= facing[i_up - 1] < cos_lean
+            and second > lifted[i_up - 1].height + params.lean_rise
+            and second - params.lean_gap < first_l[k] < second + params.pile_step
         )
 
     hulls: dict[int, tuple[np.ndarray, npt.NDArray[np.bool_]]] = {}
     footprints: dict[int, FloatArray | None] = {}
-    basis = np.stack(plane_basis(belt.normal), axis=1)
-    for k in np.nonzero(count >= 1)[0]:
-        i_low, i_up = int(k // n), int(k % n)
+    basis = _belt_basis(tuple(belt.normal.tolist()))
+    for k in np.flatnonzero(count >= 1).tolist():
+        i_low, i_up = divmod(k, n)
         lower, upper = lifted[i_low - 1], lifted[i_up - 1]
-        leans = leans_on(k)
-        on_top = (
-            not leans
-            and up[k] > count[k] / 2
-            and not leans_on(i_up * n + i_low)  # the lower one leans on the upper one
-            and _intrusion(compact, i_low, i_up, lower.instance.box, stride, hulls)
-            >= params.min_intrusion
-            and (
-                mean_second[k] - mean_first[k] < params.tall_step
-                or _overlap(lower, upper, basis, footprints) >= params.min_intrusion
-            )
-        )
-        # Held off the belt, the upper parcel rests on something: a lower neighbour it
-        # stands above along their edge, even where it hides no part the hull would show.
-        on_top = on_top or (not leans and raised[i_up] and up[k] > count[k] / 2)
-        # A thin parcel lying on another shows its side along their edge, so the step
-        # there is small; but its top stands above that edge and over the lower's footprint.
-        on_top = on_top or (
-            not leans
-            and count[k] >= 3
-            and mean_second[k] > mean_first[k]
-            and upper.height > mean_first[k] + params.pile_step
-            and not leans_on(i_up * n + i_low)
-            and _intrusion(compact, i_low, i_up, lower.instance.box, stride, hulls)
-            >= params.min_intrusion
-            and _overlap(lower, upper, basis, footprints) >= params.min_intrusion
-        )
-        if on_top or leans:
+        first, second = first_l[k], second_l[k]
+        if leans_on(k):
+            on_top = True
+        else:
+            high = up_l[k] > count_l[k] / 2  # most samples step up from A to B
+            # Held off the belt, the upper parcel rests on something: a lower neighbour it
+            # stands above along their edge, even where it hides no part the hull would show.
+            on_top = high and raised_l[i_up]
+            # A thin parcel lying on another shows its side along their edge, so the step
+            # there is small; but its top stands above that edge and over the lower's
+            # footprint.
+            thin = count_l[k] >= 3 and first < second and upper.height > first + params.pile_step
+            # Either sign needs B inside A's hull and A not leaning on B; a tall step (a
+            # neighbour hiding A in perspective) or a thin parcel must stand over A as well.
+            if not on_top and (high or thin) and not leans_on(i_up * n + i_low):
+                intrudes = (
+                    _intrusion(compact, i_low, i_up, lower.instance.box, stride, hulls)
+                    >= params.min_intrusion
+                )
+                on_top = intrudes and (
+                    (high and second - first < params.tall_step)
+                    or _overlap(lower, upper, basis, footprints) >= params.min_intrusion
+                )
+        if on_top:
             lower.over.add(upper.label)
-            upper.support_height = max(upper.support_height, float(mean_first[k]))
+            upper.support_height = max(upper.support_height, first)
 
 
 def _raised(
@@ -212,11 +213,10 @@ def _intrusion(
     x1, y1 = -(-box[2] // stride), -(-box[3] // stride)
     window = compact[y0:y1, x0:x1]
     if lower not in hulls:
-        ys, xs = np.nonzero(window == lower)
+        cells = cv2.findNonZero((window == lower).view(np.uint8))  # None when there are none
         canvas = np.zeros(window.shape, np.uint8)
-        if len(xs):
-            hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
-            cv2.fillConvexPoly(canvas, hull, 1)
+        if cells is not None:
+            cv2.fillConvexPoly(canvas, cv2.convexHull(cells), 1)
         hulls[lower] = (canvas, canvas > 0)
     _, inside = hulls[lower]
     return int(np.count_nonzero((window == upper) & inside))
@@ -274,6 +274,14 @@ def _coarse_heights(
     dot = _ray_dot(camera, s, tuple(float(v) for v in belt.normal))
     heights = depth[::s, ::s] * dot + np.float32(belt.offset)
     return labels[::s, ::s], heights, s
+
+
+@lru_cache(maxsize=4)
+def _belt_basis(normal: tuple[float, ...]) -> FloatArray:
+    """(3, 2) two unit vectors spanning the belt plane (columns); the belt rarely moves."""
+    basis = np.stack(plane_basis(normal), axis=1)
+    basis.flags.writeable = False  # shared between calls
+    return basis
 
 
 @lru_cache(maxsize=4)

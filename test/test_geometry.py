@@ -18,9 +18,11 @@ from pkg_perception.geometry import (
     fit_plane,
     footprint_rectangle,
     frame_from_axes,
+    normalized_rays,
     project_points,
     ransac_plane,
     ransac_planes,
+    ray_planes,
     undistort_pixels,
 )
 
@@ -96,6 +98,15 @@ def test_plumb_bob_back_projection_matches_opencv_and_projects_back() -> None:
     pinhole = (pixels - [PLUMB_BOB.cx, PLUMB_BOB.cy]) / [PLUMB_BOB.fx, PLUMB_BOB.fy]
     assert np.abs(pinhole - reference).max() * PLUMB_BOB.fx > 1.0
     np.testing.assert_allclose(project_points(PLUMB_BOB, points), pixels, atol=1e-3)
+
+
+def test_ray_planes_are_the_ray_table_split_into_contiguous_planes() -> None:
+    rays = normalized_rays(PLUMB_BOB)
+    x, y = ray_planes(PLUMB_BOB)
+    assert x.flags.c_contiguous and y.flags.c_contiguous
+    np.testing.assert_array_equal(x, rays[..., 0])
+    np.testing.assert_array_equal(y, rays[..., 1])
+    assert ray_planes(PLUMB_BOB)[0] is x  # computed once per camera model
 
 
 def test_undistort_without_distortion_is_the_pinhole_model() -> None:
