@@ -23,7 +23,7 @@ from grasp_scenes import (
 from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import ConfigError
 from pkg_perception.grasping import GraspConfig, plan, plan_grasps
-from pkg_perception.lifting import LiftedParcel, LiftParams, lift_all
+from pkg_perception.lifting import LiftedParcel, LiftParams, _row_ends, lift_all
 from pkg_perception.results import GraspKind
 from pkg_perception.segmentation.instances import Instance, Segmentation
 from pkg_perception.transforms import transform_points
@@ -281,6 +281,24 @@ def test_rougher_surfaces_score_lower() -> None:
     _, smooth = _plan(block)
     _, rough = _plan(block, noise=0.004)
     assert rough[0].score < smooth[0].score
+
+
+def test_outline_points_are_the_ends_of_every_grid_row() -> None:
+    rng = np.random.default_rng(3)
+    widths = np.array([7, 5, 9])
+    cells = np.zeros((3, 40), dtype=np.intp)
+    selected = np.zeros((3, 40), dtype=bool)
+    for i, (w, n) in enumerate([(7, 40), (5, 12), (9, 0)]):  # the last parcel has no points
+        cells[i, :n] = np.sort(rng.choice(w * 8, n, replace=False))
+        selected[i, :n] = rng.random(n) < 0.7
+    expected = np.zeros_like(selected)
+    for i in range(3):
+        rows = cells[i] // widths[i]
+        for r in np.unique(rows[selected[i]]):
+            on_row = np.flatnonzero(selected[i] & (rows == r))
+            expected[i, [on_row[0], on_row[-1]]] = True
+    np.testing.assert_array_equal(_row_ends(cells, selected, widths), expected)
+    assert not _row_ends(cells, np.zeros_like(selected), widths).any()
 
 
 def test_empty_masks_and_masks_without_depth_give_no_parcel() -> None:
