@@ -23,6 +23,7 @@ from pkg_perception.geometry import (
     CROSS_3X3,
     PlaneFit,
     cross,
+    fit_planes,
     frames_from_axes,
     ransac_padded,
     ransac_planes,
@@ -458,28 +459,21 @@ def _fit_crowns(
     the normal is the crown's; the fit over them tilts the normal towards it, and a few
     rounds settle it. The plane then passes through the middle of that cap, so its
     inliers are a band around the crown, not only its highest point. A round is one
-    batched product for the cap's sums and second moments and a batched 3x3 eigen-
-    decomposition. Updates in place.
+    batched least-squares fit (`fit_planes`) for all soft parcels. Updates in place.
     """
     idx = np.nonzero(soft)[0]
     width = int(np.nonzero(valid[idx].any(axis=0))[0][-1]) + 1
     # Every other sample is plenty for a plane and halves the cost.
     pts, ok, n = pad[idx, :width:2], valid[idx, :width:2], normal[idx]
-    rows = np.concatenate([pts, np.ones((*pts.shape[:2], 1))], axis=2)  # sums and moments
 
     def cap_fit(n: FloatArray) -> tuple[FloatArray, ...]:
         """The cap (mask), plane normal (on n's side) and rms distance of its fit."""
         h = (pts @ n[:, :, None])[:, :, 0]
         top = np.max(h, axis=1, where=ok, initial=-np.inf)
         cap = ok & (h >= (top - params.crown_depth)[:, None])
-        moments = (rows.transpose(0, 2, 1) * cap[:, None, :]) @ rows  # (P, 4, 4)
-        count = np.maximum(moments[:, 3, 3], 1.0)
-        centre = moments[:, :3, 3] / count[:, None]
-        cov = moments[:, :3, :3] / count[:, None, None] - centre[:, :, None] * centre[:, None, :]
-        evals, evecs = np.linalg.eigh(cov)
-        fitted = evecs[:, :, 0]
+        fitted, _, fit_rms = fit_planes(pts, cap)
         fitted *= np.where(np.einsum('pi,pi->p', fitted, n) < 0, -1.0, 1.0)[:, None]
-        return cap, fitted, np.sqrt(np.maximum(evals[:, 0], 0.0))
+        return cap, fitted, fit_rms
 
     for _ in range(CROWN_ROUNDS):
         cap, fitted, fit_rms = cap_fit(n)

@@ -318,8 +318,8 @@ def _belt_velocity(samples: FloatArray, frame_from_conveyor: npt.ArrayLike | Non
     if frame_from_conveyor is None:
         return np.median(samples, axis=0)
     axis = np.asarray(frame_from_conveyor, dtype=np.float64)[:3, 0]
-    speeds = np.sort(samples @ axis)
-    speed = 0.5 * float(speeds[(len(speeds) - 1) // 2] + speeds[len(speeds) // 2])  # median
+    speeds = samples @ axis
+    speed = float(np.median(speeds))
     # The samples near the median (within 20 %) are the parcels moving cleanly.
     near = np.abs(speeds - speed) <= 0.2 * abs(speed) + 0.01
     if near.any():

@@ -194,13 +194,13 @@ def decode(
         return Segmentation.empty(height, width)
     # Mean class probabilities per instance at the output scale.
     counts, means = label_means(grown, prob[1:], n)
-    best = means.argmax(axis=1)
-    class_score = means[np.arange(n + 1), best]
     sx, sy = width / w, height / h
     keep = kept_labels(counts, means, sx * sy, params)
     if head is not None and context is not None:
         best, score = _head_classes(grid, means, head, context, params)
     else:
+        best = means.argmax(axis=1)
+        class_score = means[np.arange(n + 1), best]
         score = class_score
         if params.confident_area > 0:
             score = class_score * np.sqrt(
