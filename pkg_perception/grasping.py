@@ -4,8 +4,10 @@
 
 Suction goes where the cup seals: on the top plane, a cup radius (plus margin) away from
 every edge of the visible surface (the parcel's outline, a neighbour, the image border, a
-hole in depth), on a patch that is flat and not too tilted. Parallel-jaw grasps close across
-the short side of parcels that fit the opening, with room for the fingers on both sides.
+hole in depth), on a patch that is flat and not too tilted. The cup approaches along the
+patch's normal, or on a soft top along its crown's (wrinkles tilt a patch, not the crown).
+Parallel-jaw grasps close across the short side of parcels that fit the opening, with room
+for the fingers on both sides.
 Candidates come out in the camera's optical frame; the pipeline moves them.
 """
 
@@ -29,7 +31,7 @@ from pkg_perception.geometry import (
     project_points,
     ray_planes,
 )
-from pkg_perception.lifting import LiftedParcel, LiftParams
+from pkg_perception.lifting import SOFT_CLASSES, LiftedParcel, LiftParams
 from pkg_perception.results import GraspCandidate, GraspKind, OrientedBox
 from pkg_perception.segmentation.belt import BeltPlane
 
@@ -442,7 +444,15 @@ def _suction(
     normals, centroids, rms = fit_planes(patch, weights)
     normals *= np.where(normals @ belt.normal < 0, -1.0, 1.0)[:, None]
     positions = on_plane + normals * np.einsum('ki,ki->k', centroids - on_plane, normals)[:, None]
-    tilt = np.degrees(np.arccos(np.clip(normals @ belt.normal, -1.0, 1.0)))
+    # A soft top's cup approaches along its crown's normal: the 2 cm patch under the cup
+    # tilts with every wrinkle, the crown fit averages them out (bellows take up the rest).
+    # Grasp bags A-X, ground-truth masks: top-1 0.9636 -> 0.9675, recall 0.946 -> 0.951;
+    # bags g-n, recorded after this choice: 0.9908 -> 0.9933, 0.945 -> 0.957.
+    soft = np.array([p.instance.parcel_class in SOFT_CLASSES for p in parcels])[idx]
+    approach = np.where(
+        soft[:, None], n * np.where(n @ belt.normal < 0, -1.0, 1.0)[:, None], normals
+    )
+    tilt = np.degrees(np.arccos(np.clip(approach @ belt.normal, -1.0, 1.0)))
     sigma2 = (config.lift.depth_noise_at_1m * positions[:, 2] ** 2) ** 2 + QUANTIZATION_SIGMA**2
     excess = np.sqrt(np.maximum(rms**2 - sigma2, 0.0))
     deviation = np.degrees(np.arccos(np.clip(np.einsum('ki,ki->k', normals, n), -1.0, 1.0)))
@@ -467,7 +477,7 @@ def _suction(
     if not ok.any():
         return None
     long_axes = np.array([p.long_axis for p in parcels])[idx[ok]]
-    rots = frames_from_axes(-normals[ok], cross(normals[ok], long_axes))
+    rots = frames_from_axes(-approach[ok], cross(approach[ok], long_axes))
     poses = np.zeros((int(ok.sum()), 4, 4))
     poses[:, :3, :3] = rots
     poses[:, :3, 3] = positions[ok]
