@@ -448,10 +448,9 @@ def _suction(
     # tilts with every wrinkle, the crown fit averages them out (bellows take up the rest).
     # Grasp bags A-X, ground-truth masks: top-1 0.9636 -> 0.9675, recall 0.946 -> 0.951;
     # bags g-n, recorded after this choice: 0.9908 -> 0.9933, 0.945 -> 0.957.
+    # (Top planes face up already: RANSAC orients them so and the crown fit keeps the side.)
     soft = np.array([p.instance.parcel_class in SOFT_CLASSES for p in parcels])[idx]
-    approach = np.where(
-        soft[:, None], n * np.where(n @ belt.normal < 0, -1.0, 1.0)[:, None], normals
-    )
+    approach = np.where(soft[:, None], n, normals)
     tilt = np.degrees(np.arccos(np.clip(approach @ belt.normal, -1.0, 1.0)))
     sigma2 = (config.lift.depth_noise_at_1m * positions[:, 2] ** 2) ** 2 + QUANTIZATION_SIGMA**2
     excess = np.sqrt(np.maximum(rms**2 - sigma2, 0.0))
