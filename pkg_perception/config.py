@@ -230,6 +230,7 @@ GRASPING_DOC = SectionDoc(
         'jaw_score_scale': (0.0, 1.0),
         'min_score': (0.0, 1.0),
         'under_penalty': (0.0, 1.0),
+        'rounded_crown_penalty': (0.0, 1.0),
         'max_candidates_per_parcel': (1, 100),
         'max_candidates': (1, 10000),
         'min_cup_points': (1, 100000),

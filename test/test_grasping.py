@@ -20,9 +20,10 @@ from grasp_scenes import (
     tilted_pillow,
 )
 
+from pkg_perception import lifting
 from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import ConfigError
-from pkg_perception.grasping import GraspConfig, plan, plan_grasps
+from pkg_perception.grasping import GraspConfig, _spread, plan, plan_grasps
 from pkg_perception.lifting import LiftedParcel, LiftParams, _row_ends, lift_all
 from pkg_perception.results import GraspKind
 from pkg_perception.segmentation.instances import Instance, Segmentation
@@ -413,3 +414,67 @@ def test_a_cup_on_a_wrinkled_bag_approaches_along_its_crown_not_a_wrinkle(tilt_d
         np.testing.assert_allclose(approach, p.top_normal, atol=1e-9)
         # The patch under a cup tilts 4.5-6 degrees off the crown here, the crown fit 2-3.
         assert math.degrees(math.acos(min(1.0, float(approach @ axis)))) < 3.5
+
+
+@pytest.mark.parametrize(
+    ('tilt_deg', 'size'),
+    [(16.0, (0.3, 0.2, 0.08)), (20.0, (0.3, 0.2, 0.08)), (28.0, (0.4, 0.28, 0.12))],
+)
+def test_a_tilted_bags_crown_fit_starts_from_its_largest_top_cap(
+    tilt_deg: float, size: tuple[float, float, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deep wrinkles: the first plane is a patch near the belt's orientation, and refits from
+    # there settle on the shoulder (18-23 degrees off); the fan's largest cap is the crown.
+    depth, labels, axis = tilted_pillow(tilt_deg, wrinkle=0.006, size=size)
+    seg = segmentation(labels, [Block(0.0, 0.0, *size, parcel_class=ParcelClass.POLYBAG)])
+
+    def error_deg() -> float:
+        (p,) = lift_all(seg, depth, CAMERA, BELT, CONFIG.lift)
+        return math.degrees(math.acos(min(1.0, abs(float(p.top_normal @ axis)))))
+
+    assert error_deg() < 5.0
+    monkeypatch.setattr(lifting, 'CROWN_START_GAIN', math.inf)  # refits from the first plane
+    assert error_deg() > 10.0
+
+
+@pytest.mark.parametrize(('tilt_deg', 'most'), [(0.0, 1.0), (24.0, 0.5)])
+def test_a_poly_bag_on_a_tilted_crown_ranks_lower(tilt_deg: float, most: float) -> None:
+    depth, labels, _ = tilted_pillow(tilt_deg)
+    seg = segmentation(labels, [Block(0.0, 0.0, 0.3, 0.2, 0.08, parcel_class=ParcelClass.POLYBAG)])
+    lifted = lift_all(seg, depth, CAMERA, BELT, CONFIG.lift)
+
+    def best(config: GraspConfig) -> float:
+        grasps = plan_grasps(lifted, labels, depth, CAMERA, BELT, config, stamp_ns=0)
+        return max(g.score for g in grasps if g.kind is GraspKind.SUCTION)
+
+    plain = best(dataclasses.replace(CONFIG, rounded_crown_penalty=1.0))
+    # A flat bag's first cup sits on its middle and keeps its score; at 24 degrees the
+    # crown plane tilts past the range, and the factor is at most the penalty.
+    assert best(CONFIG) <= plain * most + 1e-9
+    assert best(CONFIG) >= plain * most * (1.0 if most == 1.0 else 0.5) - 1e-9
+
+
+def test_a_small_bag_on_a_tilted_crown_gets_its_fallback_cup_at_its_footprint_middle() -> None:
+    # Crown plane 6 degrees off the belt: beyond the 5 degrees the crown's middle was
+    # trusted to, within the 12 the footprint's middle is.
+    tilt, size = math.radians(10.0), (0.16, 0.12, 0.1)
+    depth, labels, _ = tilted_pillow(10.0, size=size)
+    seg = segmentation(labels, [Block(0.0, 0.0, *size, parcel_class=ParcelClass.POLYBAG)])
+    config = dataclasses.replace(CONFIG, parallel_jaw=False)
+    lifted = lift_all(seg, depth, CAMERA, BELT, config.lift)
+    (only,) = plan_grasps(lifted, labels, depth, CAMERA, BELT, config, stamp_ns=0)
+    assert only.score <= config.crown_fallback_penalty
+    middle = np.array([math.sin(tilt) * size[2], 0.0, 0.1 + math.cos(tilt) * size[2]])
+    assert np.linalg.norm(_on_belt(only.pose[:3, 3])[0][:2] - middle[:2]) < 0.012
+
+
+def test_the_first_cup_keeps_its_clearance_among_near_ties() -> None:
+    # Cells within half a cell of the farthest count as ties, and the one nearest the middle
+    # wins; one short of the clearance must not, or the cup is dropped later for it.
+    (p,), _ = _plan([Block(0.0, 0.0, 0.3, 0.2, 0.1)])
+    i, j = np.rint(p.top_cell).astype(int)
+    dist = np.zeros(p.grid_shape, np.float32)
+    dist[i, j] = 2.8  # nearest the middle, a tie with the best, short of 2.9
+    dist[i, j + 5] = 3.2
+    rows, cols, values = _spread(dist, 3.2, 2.9, p, 0.01, CONFIG)
+    assert (rows[0], cols[0], values[0]) == (i, j + 5, pytest.approx(3.2))
