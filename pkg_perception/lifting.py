@@ -50,7 +50,7 @@ CROWN_STEP = 2.0
 # point along any direction faces that direction. A bag resting 24 degrees tilted, started
 # from a plane within a few degrees of the belt's, stays 13-16 degrees off. The crown is the
 # flattest part of the top, so along its own normal a cap of `crown_depth` holds the most of
-# the surface: the refits start from whichever of the first plane's normal and a fan of
+# the surface: a poly bag's refits start from whichever of the first plane's normal and a fan of
 # directions around the belt normal (every 30 degrees of azimuth at 5 to 25 degrees of
 # tilt) holds the largest cap, when it holds `CROWN_START_GAIN` times the first plane's.
 # Poly bags fully in view on grasp bags A-n: resting 15-30 degrees tilted, normals more than
@@ -343,6 +343,13 @@ def lift_all(
     soft = good & np.array([crowns and s.inst.parcel_class in SOFT_CLASSES for s in samples])
     _prefer_upper(pad, valid, tol, normal, d, inliers, rms, good & ~soft, belt, max_tilt, params)
     if soft.any():
+        # A poly bag's rounded crown: its refits start from its largest top cap (a mailer's
+        # crown is flat, and never moved there on the grasp bags).
+        bags = soft & np.array([s.inst.parcel_class is ParcelClass.POLYBAG for s in samples])
+        if bags.any():
+            normal[bags] = _crown_starts(
+                pad[bags], valid[bags], normal[bags], belt, params.crown_depth
+            )
         _fit_crowns(pad, valid, tol, normal, d, inliers, rms, soft, belt, max_tilt, params)
     n_in = inliers.sum(axis=1)
     top_center = (inliers[:, None, :] @ pad)[:, 0, :] / np.maximum(n_in, 1)[:, None]
@@ -481,7 +488,6 @@ def _fit_crowns(
     width = int(np.nonzero(valid[idx].any(axis=0))[0][-1]) + 1
     # Every other sample is plenty for a plane and halves the cost.
     pts, ok, n = pad[idx, :width:2], valid[idx, :width:2], normal[idx]
-    n = _crown_starts(pts, ok, n, belt, params.crown_depth)
 
     def cap_fit(n: FloatArray) -> tuple[FloatArray, ...]:
         """The cap (mask), plane normal (on n's side) and rms distance of its fit."""
@@ -517,18 +523,25 @@ def _crown_starts(
     Candidates are the first plane's normal and the fan around the belt normal
     (`CROWN_FAN_TILTS_DEG`); a fan direction replaces the first normal only when its cap of
     `depth` metres holds `CROWN_START_GAIN` times as many points, so a flat-lying bag keeps
-    the plane it had. Every other of the samples is plenty to count caps with.
+    the plane it had. Every fourth sample is plenty to count caps with.
     """
     fan = _crown_fan(tuple(belt.normal.tolist()))
-    # Single precision and one product for the whole fan: this runs every frame.
-    pts32, ok = pts[:, ::2].astype(np.float32), ok[:, ::2]
-    h = pts32 @ fan.T  # (P, N, K)
-    h[~ok] = -np.inf
-    caps = np.count_nonzero(h >= h.max(axis=1, keepdims=True) - np.float32(depth), axis=1)
-    h0 = np.where(ok, np.einsum('pni,pi->pn', pts32, first.astype(np.float32)), -np.inf)
-    cap0 = np.count_nonzero(h0 >= h0.max(axis=1, keepdims=True) - np.float32(depth), axis=1)
-    best = caps.argmax(axis=1)
-    take = caps[np.arange(len(first)), best] > CROWN_START_GAIN * cap0
+    # Single precision, one product for the whole fan, and laid out (direction, parcel,
+    # point) so the reductions run along contiguous rows: this runs every frame.
+    filled = np.flatnonzero(ok.any(axis=0))
+    if not len(filled):
+        return first
+    width = int(filled[-1]) + 1
+    sub = pts[:, :width:4].astype(np.float32)
+    sub[~ok[:, :width:4]] = -1e6 * belt.normal  # far below every cap
+    count, samples = sub.shape[:2]
+    d = np.float32(depth)
+    h = (fan @ sub.reshape(-1, 3).T).reshape(len(fan), count, samples)
+    caps = (h >= h.max(axis=2, keepdims=True) - d).sum(axis=2, dtype=np.int32)  # (K, P)
+    h0 = np.einsum('pni,pi->pn', sub, first.astype(np.float32))
+    cap0 = (h0 >= h0.max(axis=1, keepdims=True) - d).sum(axis=1, dtype=np.int32)
+    best = caps.argmax(axis=0)
+    take = caps[best, np.arange(count)] > CROWN_START_GAIN * cap0
     return np.where(take[:, None], fan[best], first)
 
 
