@@ -346,11 +346,7 @@ def lift_all(
         # A poly bag's rounded crown: its refits start from its largest top cap (a mailer's
         # crown is flat, and never moved there on the grasp bags).
         bags = soft & np.array([s.inst.parcel_class is ParcelClass.POLYBAG for s in samples])
-        if bags.any():
-            normal[bags] = _crown_starts(
-                pad[bags], valid[bags], normal[bags], belt, params.crown_depth
-            )
-        _fit_crowns(pad, valid, tol, normal, d, inliers, rms, soft, belt, max_tilt, params)
+        _fit_crowns(pad, valid, tol, normal, d, inliers, rms, soft, bags, belt, max_tilt, params)
     n_in = inliers.sum(axis=1)
     top_center = (inliers[:, None, :] @ pad)[:, 0, :] / np.maximum(n_in, 1)[:, None]
     centroid = (valid[:, None, :] @ pad)[:, 0, :] / np.maximum(kept_counts, 1)[:, None]
@@ -471,6 +467,7 @@ def _fit_crowns(
     inliers: npt.NDArray[np.bool_],
     rms: FloatArray,
     soft: npt.NDArray[np.bool_],
+    rounded: npt.NDArray[np.bool_],
     belt: BeltPlane,
     max_tilt: float,
     params: LiftParams,
@@ -482,12 +479,17 @@ def _fit_crowns(
     the normal is the crown's; the fit over them tilts the normal towards it, and a few
     rounds settle it. The plane then passes through the middle of that cap, so its
     inliers are a band around the crown, not only its highest point. A round is one
-    batched least-squares fit (`fit_planes`) for all soft parcels. Updates in place.
+    batched least-squares fit (`fit_planes`) for all soft parcels. The `rounded` ones (poly
+    bags) start from their largest top cap (`_crown_starts`). Updates in place; a plane that
+    does not settle keeps its first fit, normal and offset alike.
     """
     idx = np.nonzero(soft)[0]
     width = int(np.nonzero(valid[idx].any(axis=0))[0][-1]) + 1
     # Every other sample is plenty for a plane and halves the cost.
     pts, ok, n = pad[idx, :width:2], valid[idx, :width:2], normal[idx]
+    start = rounded[idx]
+    if start.any():
+        n[start] = _crown_starts(pts[start], ok[start], n[start], belt, params.crown_depth)
 
     def cap_fit(n: FloatArray) -> tuple[FloatArray, ...]:
         """The cap (mask), plane normal (on n's side) and rms distance of its fit."""
@@ -523,7 +525,7 @@ def _crown_starts(
     Candidates are the first plane's normal and the fan around the belt normal
     (`CROWN_FAN_TILTS_DEG`); a fan direction replaces the first normal only when its cap of
     `depth` metres holds `CROWN_START_GAIN` times as many points, so a flat-lying bag keeps
-    the plane it had. Every fourth sample is plenty to count caps with.
+    the plane it had. Every other of the samples given is plenty to count caps with.
     """
     fan = _crown_fan(tuple(belt.normal.tolist()))
     # Single precision, one product for the whole fan, and laid out (direction, parcel,
@@ -532,8 +534,8 @@ def _crown_starts(
     if not len(filled):
         return first
     width = int(filled[-1]) + 1
-    sub = pts[:, :width:4].astype(np.float32)
-    sub[~ok[:, :width:4]] = -1e6 * belt.normal  # far below every cap
+    sub = pts[:, :width:2].astype(np.float32)
+    sub[~ok[:, :width:2]] = -1e6 * belt.normal  # far below every cap
     count, samples = sub.shape[:2]
     d = np.float32(depth)
     h = (fan @ sub.reshape(-1, 3).T).reshape(len(fan), count, samples)
