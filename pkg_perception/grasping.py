@@ -562,16 +562,19 @@ def _rounded_crown_factor(
     factor = np.ones(len(idx))
     if config.rounded_crown_penalty >= 1.0 or not on_bag.any():
         return factor
-    # Per parcel (zeros but for bags): its footprint's middle, the unit vector across it,
-    # and its width.
-    bags = [parcels[i] for i in np.flatnonzero(is_bag).tolist()]
+    # Per parcel (zeros but for bags): the box's centre (its footprint's middle, lowered along
+    # the top normal, which does not change the offset across), its y axis (across the bag)
+    # and its width, all set by lifting already.
+    boxes: list[OrientedBox] = []
+    for i in np.flatnonzero(is_bag).tolist():
+        box = parcels[i].box
+        assert box is not None  # lifting sets every parcel's box
+        boxes.append(box)
+    poses = np.array([box.pose for box in boxes])
     middle, across = np.zeros((len(parcels), 3)), np.zeros((len(parcels), 3))
     width = np.ones(len(parcels))
-    middle[is_bag] = [p.footprint_centre for p in bags]
-    across[is_bag] = cross(
-        np.array([p.top_normal for p in bags]), np.array([p.long_axis for p in bags])
-    )
-    width[is_bag] = [max(float(p.footprint[1]), 1e-6) for p in bags]
+    middle[is_bag], across[is_bag] = poses[:, :3, 3], poses[:, :3, 1]
+    width[is_bag] = [max(float(box.size[1]), 1e-6) for box in boxes]
     k = idx[on_bag]
     offset = np.abs(np.einsum('ki,ki->k', positions[on_bag] - middle[k], across[k])) / width[k]
     (t0, t1), (o0, o1) = ROUNDED_CROWN_TILT_DEG, ROUNDED_CROWN_OFFSET
