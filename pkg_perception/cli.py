@@ -381,6 +381,13 @@ def _add_evaluate_grasps(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         '--overlay-scale', type=float, default=1.0, help='scale the overlay PNG (default 1)'
     )
+    p.add_argument(
+        '--pile-order',
+        choices=('estimated', 'truth-in-view'),
+        default='estimated',
+        help="estimated: the pipeline's own; truth-in-view: the simulator's among the parcels "
+        'in view, the most a better pile order could give',
+    )
     p.add_argument('--json', type=Path, help='write the figures as JSON')
     p.set_defaults(func=_cmd_evaluate_grasps)
 
@@ -418,10 +425,12 @@ def _cmd_evaluate_grasps(args: argparse.Namespace) -> int:
         target_frame=args.target_frame,
         max_frames=args.frames,
         on_frame=keep_busiest,
+        pile_order=args.pile_order,
     )
     g, t = evaluation.summary['grasping'], evaluation.summary['tracking']
     print(
-        f'{evaluation.segmenter}: top-1 success {g["top1_success"]:.3f} '
+        f'{evaluation.segmenter} masks, {args.pile_order} pile order: top-1 success '
+        f'{g["top1_success"]:.3f} '
         f'({g["top1_successes"]}/{g["frames_with_grasp"]} frames with a grasp, '
         f'{g["frames_missing_grasp"]} frames with a graspable parcel but no grasp)'
     )
@@ -447,7 +456,12 @@ def _cmd_evaluate_grasps(args: argparse.Namespace) -> int:
     print(f'latency p50 ms: {line}')
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        out = {'segmenter': evaluation.segmenter, **evaluation.summary, 'latency_ms': latency}
+        out = {
+            'segmenter': evaluation.segmenter,
+            'pile_order': args.pile_order,
+            **evaluation.summary,
+            'latency_ms': latency,
+        }
         args.json.write_text(json.dumps(out, indent=1))
     if args.overlay and busiest:
         frame, result, verdict = busiest['frame'], busiest['result'], busiest['verdict']
@@ -487,6 +501,12 @@ def _add_benchmark_grasps(sub: argparse._SubParsersAction) -> None:
         default=[],
         help='how each --bag was recorded, e.g. "seed 31337, mixed, 150 frames"',
     )
+    p.add_argument(
+        '--truth-pile-order',
+        action='store_true',
+        help="one more row per bag: ground-truth masks with the simulator's pile order among "
+        'the parcels in view (what a perfect pile order from this view would give)',
+    )
     p.add_argument('--doc', type=Path, default=Path('docs/benchmarks.md'))
     p.set_defaults(func=_cmd_benchmark_grasps)
 
@@ -496,7 +516,15 @@ def _cmd_benchmark_grasps(args: argparse.Namespace) -> int:
 
     notes = args.bag_note + [''] * (len(args.bag) - len(args.bag_note))
     bags = list(zip(args.bag, notes, strict=False))
-    print(benchmark_grasping(frames=args.frames, seed=args.seed, bags=bags, doc=args.doc))
+    print(
+        benchmark_grasping(
+            frames=args.frames,
+            seed=args.seed,
+            bags=bags,
+            doc=args.doc,
+            truth_pile_order=args.truth_pile_order,
+        )
+    )
     print(f'written to {args.doc}')
     return 0
 

@@ -94,8 +94,17 @@ class _Replay:
         return seg
 
 
-def accuracy_rows(bag: Path, grasping: GraspConfig) -> list[tuple[str, dict[str, Any]]]:
-    """(segmenter name, summary) with ground-truth masks and, when present, the baseline."""
+TRUTH_PILE_ORDER_ROW = 'ground-truth, pile order from the simulator'
+
+
+def accuracy_rows(
+    bag: Path, grasping: GraspConfig, *, truth_pile_order: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """(masks, summary) with ground-truth masks and, when present, the baseline.
+
+    With `truth_pile_order`, one more row: ground-truth masks and the simulator's pile order
+    among the parcels in view, the most a better pile order could give.
+    """
     from pkg_perception.evaluation.grasps import evaluate_bag
 
     segmenters: list[Any] = [GroundTruthSegmenter()]
@@ -105,10 +114,14 @@ def accuracy_rows(bag: Path, grasping: GraspConfig) -> list[tuple[str, dict[str,
         segmenters.append(GeometricSegmenter())
     except ImportError:  # the baseline is optional for this benchmark
         pass
-    return [
+    rows = [
         (getattr(s, 'name', type(s).__name__), evaluate_bag(bag, s, grasping=grasping).summary)
         for s in segmenters
     ]
+    if truth_pile_order:
+        truth = evaluate_bag(bag, segmenters[0], grasping=grasping, pile_order='truth-in-view')
+        rows.append((TRUTH_PILE_ORDER_ROW, truth.summary))
+    return rows
 
 
 def benchmark_grasping(
@@ -117,6 +130,7 @@ def benchmark_grasping(
     seed: int,
     bags: Sequence[tuple[Path, str]] = (),
     doc: Path | None,
+    truth_pile_order: bool = False,
 ) -> str:
     """Run both parts and write the section between the grasping markers of `doc`.
 
@@ -125,12 +139,15 @@ def benchmark_grasping(
         seed: simulator seed for them.
         bags: (held-out bag, how it was recorded) for the accuracy part.
         doc: markdown file to update, or None.
+        truth_pile_order: add the row with the simulator's pile order (`accuracy_rows`).
     """
     rendered = list(simulated_frames(DENSE, seed, frames))
     totals, stages, count = time_pipeline(rendered, parcels=10)
     command = f'pkg-perception benchmark-grasps --frames {frames} --seed {seed}'
     for path, _ in bags:
         command += f' --bag {path.name}'
+    if truth_pile_order:
+        command += ' --truth-pile-order'
     lines = [
         '## Grasping: lifting + grasp planning + tracking',
         '',
@@ -163,14 +180,22 @@ def benchmark_grasping(
             'ground truth calls graspable whose top face is at least a cup radius + 5 mm wide '
             'on each side of its middle; "any face" counts all of them. Id consistency is '
             'over every frame a parcel was detected, and over those showing at least half its '
-            'top face.',
+            'top face.'
+            + (
+                f' The "{TRUTH_PILE_ORDER_ROW}" rows replace the pipeline\'s pile order with '
+                "the simulator's among the parcels in view: the most a better pile order "
+                'from this view could give.'
+                if truth_pile_order
+                else ''
+            ),
             '',
             '| bag | masks | top-1 success | recall | recall, any face | id consistency | '
             'id consistency, face visible |',
             '| --- | --- | --- | --- | --- | --- | --- |',
         ]
         for path, note in bags:
-            for name, summary in accuracy_rows(path, GraspConfig()):
+            rows = accuracy_rows(path, GraspConfig(), truth_pile_order=truth_pile_order)
+            for name, summary in rows:
                 g, t = summary['grasping'], summary['tracking']
                 lines.append(
                     f'| {note or path.name} | {name} | {_rate(g["top1_success"])} '

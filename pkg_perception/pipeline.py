@@ -124,6 +124,10 @@ class Pipeline:
             return None
         return t_out_cam[:3, :3] @ t_conv_cam[:3, :3].T
 
+    def lift(self, frame: RGBDFrame, seg: Segmentation, belt: BeltPlane) -> list[LiftedParcel]:
+        """Every instance in 3D with its pile order; evaluation may swap the order for truth."""
+        return lift_all(seg, frame.depth, frame.camera, belt, self.grasping.lift)
+
     def process(self, frame: RGBDFrame) -> PerceptionResult:
         """Run every stage on one frame.
 
@@ -150,7 +154,7 @@ class Pipeline:
                 f'for a {w}x{h} frame; masks must be at the frame resolution'
             )
         t2 = time.perf_counter()
-        lifted = lift_all(seg, frame.depth, frame.camera, belt, self.grasping.lift)
+        lifted = self.lift(frame, seg, belt)
         if seg.instances and not lifted and not np.isfinite(frame.depth).any():
             flags += (FLAG_NO_DEPTH,)
         t3 = time.perf_counter()

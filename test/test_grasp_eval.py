@@ -21,7 +21,13 @@ from grasp_scenes import (
 )
 
 from pkg_perception.classes import ParcelClass
-from pkg_perception.evaluation.grasps import GraspScorer, check_grasp, evaluate_bag
+from pkg_perception.errors import InputError
+from pkg_perception.evaluation.grasps import (
+    GraspScorer,
+    TruthPileOrderPipeline,
+    check_grasp,
+    evaluate_bag,
+)
 from pkg_perception.frames import RGBDFrame
 from pkg_perception.pipeline import Pipeline
 from pkg_perception.results import GraspCandidate, GraspKind, OrientedBox
@@ -223,6 +229,21 @@ def _stack_truth(blocks: list[Block], supports: dict[int, tuple[int, ...]]) -> F
     return FrameTruth(0, 'conveyor', np.zeros(3), tuple(parcels))
 
 
+def _score_stack(kind: type[Pipeline], supports: dict[int, tuple[int, ...]]) -> dict:
+    """Grasp figures of two frames of a mailer lying on a box, the truth saying `supports`."""
+    lower = Block(0.0, 0.0, 0.40, 0.30, 0.10)
+    upper = Block(0.10, 0.05, 0.20, 0.15, 0.16, parcel_class=ParcelClass.MAILER)
+    blocks = [lower, upper]
+    pipe = kind(SceneSegmenter(blocks), target_frame='conveyor')
+    _, ids = render(blocks)
+    scorer = GraspScorer(cup_radius=CUP)
+    for k in range(2):
+        f = frame(blocks, stamp_ns=k * 66_666_667)
+        f.ground_truth = _GT(_stack_truth(blocks, supports), ids)
+        scorer.add(pipe.process(f), f)
+    return scorer.grasping()
+
+
 @pytest.mark.parametrize(
     ('supports', 'precision', 'recall'),
     [({1: (2,)}, 1.0, 1.0), ({}, 0.0, math.nan), ({2: (1,)}, 0.0, 0.0)],
@@ -231,20 +252,31 @@ def _stack_truth(blocks: list[Block], supports: dict[int, tuple[int, ...]]) -> F
 def test_pile_order_is_scored_against_the_truth(
     supports: dict[int, tuple[int, ...]], precision: float, recall: float
 ) -> None:
-    lower = Block(0.0, 0.0, 0.40, 0.30, 0.10)
-    upper = Block(0.10, 0.05, 0.20, 0.15, 0.16, parcel_class=ParcelClass.MAILER)
-    blocks = [lower, upper]
-    pipe = Pipeline(SceneSegmenter(blocks), target_frame='conveyor')
-    _, ids = render(blocks)
-    scorer = GraspScorer(cup_radius=CUP)
-    for k in range(2):
-        f = frame(blocks, stamp_ns=k * 66_666_667)
-        f.ground_truth = _GT(_stack_truth(blocks, supports), ids)
-        scorer.add(pipe.process(f), f)
-    g = scorer.grasping()
+    g = _score_stack(Pipeline, supports)
     assert g['pile_order_said_under'] == 2  # the lower block, in each frame
     assert g['pile_order_precision'] == pytest.approx(precision)
     assert g['pile_order_recall'] == pytest.approx(recall, nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    ('supports', 'under'),
+    [({1: (2,)}, 2), ({}, 0), ({2: (1,)}, 2)],
+    ids=['stack', 'stack-not-in-truth', 'upside-down'],
+)
+def test_truth_pile_order_replaces_the_pipelines_own(
+    supports: dict[int, tuple[int, ...]], under: int
+) -> None:
+    # The pipeline itself calls the lower block under the upper (the test above); with the
+    # simulator's pile order it says what the truth says, in each of the two frames.
+    g = _score_stack(TruthPileOrderPipeline, supports)
+    assert g['pile_order_said_under'] == under
+    if under:
+        assert g['pile_order_precision'] == g['pile_order_recall'] == 1.0
+
+
+def test_evaluate_bag_refuses_an_unknown_pile_order(small_bag_path: Path) -> None:
+    with pytest.raises(InputError, match='truth-in-view'):
+        evaluate_bag(small_bag_path, GroundTruthSegmenter(), pile_order='oracle')
 
 
 def test_evaluate_bag_on_the_simulated_bag(small_bag_path: Path) -> None:

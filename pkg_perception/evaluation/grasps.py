@@ -31,12 +31,16 @@ from pkg_perception.errors import InputError
 from pkg_perception.frames import CameraModel, RGBDFrame
 from pkg_perception.geometry import project_points
 from pkg_perception.grasping import GraspConfig
+from pkg_perception.lifting import LiftedParcel
+from pkg_perception.pipeline import Pipeline
 from pkg_perception.results import GraspCandidate, Parcel, PerceptionResult
+from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.instances import Segmentation
-from pkg_perception.sim.ground_truth import FrameTruth, ParcelTruth
+from pkg_perception.sim.ground_truth import FrameTruth, GroundTruth, ParcelTruth
 from pkg_perception.transforms import Matrix4
 
 CONVEYOR_FRAME = 'conveyor'
+PILE_ORDERS = ('estimated', 'truth-in-view')
 MAX_NORMAL_ERROR_DEG = 10.0
 MAX_POSITION_ERROR = 0.005
 
@@ -366,6 +370,47 @@ class BagEvaluation:
     parcels_per_frame: list[int]
 
 
+def truth_pile_order(
+    lifted: list[LiftedParcel], labels: npt.NDArray[np.integer], truth: GroundTruth
+) -> None:
+    """Set each parcel's `over` to the simulator's pile order among the parcels in view.
+
+    A mask stands for the ground-truth parcel it covers most. A parcel resting on one out of
+    the image stays unknown, as it is to any pile order from this view; so do the pipeline's
+    own hints (`beside_higher`, support heights), which this leaves as they are.
+    """
+    ids = np.asarray(truth.instance_ids)
+    parcel_of: dict[int, int] = {}
+    for p in lifted:
+        covered = ids[labels == p.label]
+        counts = np.bincount(covered[covered > 0])
+        if counts.any():
+            parcel_of[p.label] = int(counts.argmax())
+    labels_of: dict[int, set[int]] = defaultdict(set)
+    for label, pid in parcel_of.items():
+        labels_of[pid].add(label)
+    by_id = truth.truth.by_id()
+    for p in lifted:
+        pid = parcel_of.get(p.label)
+        resting = by_id[pid].supports if pid in by_id else ()
+        p.over = {q for s in resting for q in labels_of.get(s, ()) if q != p.label}
+
+
+class TruthPileOrderPipeline(Pipeline):
+    """The pipeline with the simulator's pile order among the parcels in view in place of its own.
+
+    Scored like the pipeline, it says how much of the grasp failures a perfect pile order from
+    this one view would remove; what it leaves is the surfaces, and parcels resting on others
+    out of the image.
+    """
+
+    def lift(self, frame: RGBDFrame, seg: Segmentation, belt: BeltPlane) -> list[LiftedParcel]:
+        lifted = super().lift(frame, seg, belt)
+        if frame.ground_truth is not None:
+            truth_pile_order(lifted, seg.labels, frame.ground_truth)
+        return lifted
+
+
 def evaluate_bag(
     path: Path | str,
     segmenter: Any,
@@ -375,6 +420,7 @@ def evaluate_bag(
     target_frame: str = 'base_link',
     max_frames: int | None = None,
     on_frame: Callable[[RGBDFrame, PerceptionResult, FrameGrasps | None], None] | None = None,
+    pile_order: str = 'estimated',
 ) -> BagEvaluation:
     """Run the pipeline over a simulated bag and score every frame.
 
@@ -386,15 +432,20 @@ def evaluate_bag(
         target_frame: frame the pipeline publishes in.
         max_frames: stop after this many frames.
         on_frame: called with each frame, its result and its verdicts (for overlays).
+        pile_order: 'estimated' (the pipeline's own) or 'truth-in-view' (the simulator's
+            among the parcels in view: the most a better pile order could give).
 
     Raises:
-        BagError: the bag is missing or damaged. InputError: it lacks ground truth.
+        BagError: the bag is missing or damaged. InputError: it lacks ground truth, or
+        `pile_order` is not one of PILE_ORDERS.
     """
     from pkg_perception.bag.reader import BagFrameReader
-    from pkg_perception.pipeline import Pipeline
 
+    if pile_order not in PILE_ORDERS:
+        raise InputError(f'pile_order {pile_order!r} is not one of {", ".join(PILE_ORDERS)}')
     grasping = grasping or GraspConfig()
-    pipeline = Pipeline(segmenter, grasping, tracking, target_frame=target_frame)
+    kind = TruthPileOrderPipeline if pile_order == 'truth-in-view' else Pipeline
+    pipeline = kind(segmenter, grasping, tracking, target_frame=target_frame)
     scorer = GraspScorer(cup_radius=grasping.cup_radius)
     timings: dict[str, list[float]] = defaultdict(list)
     counts: list[int] = []
