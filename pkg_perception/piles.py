@@ -52,7 +52,10 @@ def pile_order(
       side faces of a mostly hidden parcel), its shared edge with A is its high end
       (`lean_rise` above its centre), and A's edge there is about as high (from `lean_gap`
       below to `pile_step` above): B's high end rests on A's edge. Against a taller side
-      it merely leans.
+      it merely leans. B's height at the edge is its samples' next to it or, where higher,
+      its top plane carried to A's samples: a steep top's samples a cell or two in stand
+      lower than its end (a mailer on a box's edge, fresh bag F7). A lean seen only that
+      way gives way where the other signs put A on B.
     - B is held off the belt (its rim against the belt, where its side shows, stops
       `min_raise` or more above it) and stands higher than A along their shared edge: it
       rests on something, and A is what it stands above. This finds the parcel lying
@@ -76,7 +79,7 @@ def pile_order(
     lut = np.zeros(top_label + 1, dtype=small)
     lut[[p.label for p in lifted]] = np.arange(1, len(lifted) + 1)
     compact = lut[labels]
-    ia, ib, ha, hb = [], [], [], []
+    ia, ib, ha, hb, pairs = [], [], [], [], []
     rows, cols = compact.shape
     for dy, dx in _PAIR_OFFSETS:
         a = compact[: rows - dy, : cols - dx]
@@ -86,6 +89,7 @@ def pile_order(
         ib.append(b[pair])
         ha.append(heights[: rows - dy, : cols - dx][pair])
         hb.append(heights[dy:, dx:][pair])
+        pairs.append((dy, dx, pair))
     a, b = np.concatenate(ia).astype(np.intp), np.concatenate(ib).astype(np.intp)
     if not len(a):
         return
@@ -123,17 +127,44 @@ def pile_order(
     cos_lean = math.cos(math.radians(params.lean_tilt_deg))
     cos_steep = math.cos(math.radians(params.lean_max_tilt_deg))
 
-    def leans_on(k: int) -> bool:
-        """The second parcel of pair key k leans on the first."""
+    first_cells: list[npt.NDArray[np.intp]] = []
+
+    def end_height(k: int) -> float:
+        """The second parcel's top plane carried to the first's samples of pair key k."""
+        if not first_cells:  # rarely needed: only for a tilted parcel against a higher edge
+            grid = [(np.nonzero(pair), dy, dx) for dy, dx, pair in pairs]
+            first_cells.append(
+                np.concatenate(
+                    [r * cols + c for (r, c), _, _ in grid]
+                    + [(r + dy) * cols + c + dx for (r, c), dy, dx in grid]
+                )
+            )
+        upper = lifted[k % n - 1]
+        cells = first_cells[0][(key == k) & both]
+        h = _plane_heights(upper.top_normal, upper.top_center, cells, camera, stride, belt)
+        h = h[np.isfinite(h)]
+        return float(h.mean()) if len(h) else -math.inf
+
+    def leans_on(k: int, at_end: bool = False) -> bool:
+        """The second parcel of pair key k leans on the first.
+
+        The first's edge must stand no higher than the second's samples next to it or, with
+        `at_end`, than the second's top plane carried to that edge.
+        """
         i_up = k % n
-        second = second_l[k]
-        return (
+        second, first = second_l[k], first_l[k]
+        if not (
             count_l[k] >= 3
             and cos_steep <= facing[i_up - 1] < cos_lean
             and second > lifted[i_up - 1].height + params.lean_rise
-            and second - params.lean_gap < first_l[k] < second + params.pile_step
-        )
+            and second - params.lean_gap < first
+        ):
+            return False
+        if first < second + params.pile_step:
+            return True
+        return at_end and first < end_height(k) + params.pile_step
 
+    leaning: list[tuple[LiftedParcel, LiftedParcel, float]] = []
     hulls: dict[int, tuple[np.ndarray, npt.NDArray[np.bool_]]] = {}
     footprints: dict[int, FloatArray | None] = {}
     basis = _belt_basis(tuple(belt.normal.tolist()))
@@ -163,7 +194,15 @@ def pile_order(
                     (high and second - first < params.tall_step)
                     or _overlap(lower, upper, basis, footprints) >= params.min_intrusion
                 )
+            if not on_top and leans_on(k, at_end=True):
+                leaning.append((lower, upper, first))
         if on_top:
+            lower.over.add(upper.label)
+            upper.support_height = max(upper.support_height, first)
+    # A lean that shows only at the top's extended end gives way to the other signs where
+    # they put the pair the other way round (a parcel under another tilts towards its load).
+    for lower, upper, first in leaning:
+        if lower.label not in upper.over:
             lower.over.add(upper.label)
             upper.support_height = max(upper.support_height, first)
 
@@ -274,6 +313,33 @@ def _coarse_heights(
     dot = _ray_dot(camera, s, tuple(float(v) for v in belt.normal))
     heights = depth[::s, ::s] * dot + np.float32(belt.offset)
     return labels[::s, ::s], heights, s
+
+
+def _plane_heights(
+    normal: FloatArray,
+    point: FloatArray,
+    cells: npt.NDArray[np.intp],
+    camera: CameraModel,
+    stride: int,
+    belt: BeltPlane,
+) -> FloatArray:
+    """Height above the belt of the plane through `point` where coarse cells' rays meet it.
+
+    Non-finite where a ray runs parallel to the plane.
+    """
+    along = _coarse_rays(camera, stride)[cells] @ normal[:2] + normal[2]  # normal . (x, y, 1)
+    dot = _ray_dot(camera, stride, tuple(float(v) for v in belt.normal)).ravel()[cells]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return float(normal @ point) / along * dot + belt.offset  # depth on the ray, height
+
+
+@lru_cache(maxsize=4)
+def _coarse_rays(camera: CameraModel, stride: int) -> FloatArray:
+    """(cells, 2) normalized ray (x/z, y/z) per coarse pixel, row-major."""
+    rays = np.ascontiguousarray(normalized_rays(camera)[::stride, ::stride], dtype=np.float64)
+    rays = rays.reshape(-1, 2)
+    rays.flags.writeable = False  # shared between calls
+    return rays
 
 
 @lru_cache(maxsize=4)

@@ -270,6 +270,24 @@ def test_a_thin_parcel_lying_on_another_is_on_it_though_its_edge_shows_a_small_s
     assert not lifted[2].over
 
 
+@pytest.mark.parametrize(('wall', 'piled'), [(0.18, True), (0.21, False)])
+def test_a_tilted_parcel_leans_on_the_edge_its_top_reaches(wall: float, piled: bool) -> None:
+    # B (a mailer) rises at 35 degrees to 18 cm where it meets A's edge. Its samples next to
+    # that edge lie one or two coarse cells in, about 1 cm lower than its end: B's top plane
+    # carried to the edge says B's end is as high as A's (18 cm: it rests on A), not 3 cm
+    # below A's side (21 cm: it leans against a taller box, which does not carry it).
+    height = np.zeros((CAMERA.height, CAMERA.width))
+    labels = np.zeros(height.shape, np.uint16)
+    height[40:110, 100:170], labels[40:110, 100:170] = wall, 1
+    cols = np.arange(70, 100)
+    metres = (100 - cols) * (CAMERA_HEIGHT - 0.13) / CAMERA.fx  # to A's edge, about
+    height[50:100, 70:100] = 0.18 - math.tan(math.radians(35.0)) * metres
+    labels[50:100, 70:100] = 2
+    lifted = _lift_height_map(height, labels, [(100, 40, 170, 110), (70, 50, 100, 100)])
+    assert lifted[1].over == ({2} if piled else set())
+    assert not lifted[2].over
+
+
 def test_side_by_side_parcels_are_not_piled() -> None:
     lifted, _ = _plan([Block(-0.1, 0.0, 0.2, 0.2, 0.10), Block(0.1, 0.0, 0.2, 0.2, 0.30)])
     assert all(not p.over for p in lifted)
