@@ -562,21 +562,19 @@ def _rounded_crown_factor(
     factor = np.ones(len(idx))
     if config.rounded_crown_penalty >= 1.0 or not on_bag.any():
         return factor
-    # Per parcel (zeros but for bags): the box's centre (its footprint's middle, lowered along
-    # the top normal, which does not change the offset across), its y axis (across the bag)
-    # and its width, all set by lifting already.
+    # Per bag, from the box lifting set: its centre (the footprint's middle, lowered along the
+    # top normal, which does not change the offset across), its y axis (across) and width.
+    bags = np.flatnonzero(is_bag)
     boxes: list[OrientedBox] = []
-    for i in np.flatnonzero(is_bag).tolist():
+    for i in bags.tolist():
         box = parcels[i].box
         assert box is not None  # lifting sets every parcel's box
         boxes.append(box)
-    poses = np.array([box.pose for box in boxes])
-    middle, across = np.zeros((len(parcels), 3)), np.zeros((len(parcels), 3))
-    width = np.ones(len(parcels))
-    middle[is_bag], across[is_bag] = poses[:, :3, 3], poses[:, :3, 1]
-    width[is_bag] = [max(float(box.size[1]), 1e-6) for box in boxes]
-    k = idx[on_bag]
-    offset = np.abs(np.einsum('ki,ki->k', positions[on_bag] - middle[k], across[k])) / width[k]
+    row = np.searchsorted(bags, idx[on_bag])  # each cup's bag
+    poses = np.array([box.pose for box in boxes])[row]
+    width = np.array([max(float(box.size[1]), 1e-6) for box in boxes])[row]
+    offset = np.abs(np.einsum('ki,ki->k', positions[on_bag] - poses[:, :3, 3], poses[:, :3, 1]))
+    offset /= width
     (t0, t1), (o0, o1) = ROUNDED_CROWN_TILT_DEG, ROUNDED_CROWN_OFFSET
     steep = np.minimum(np.maximum((tilt[on_bag] - t0) / (t1 - t0), 0.0), 1.0)
     off = np.minimum(np.maximum((offset - o0) / (o1 - o0), 0.0), 1.0)
