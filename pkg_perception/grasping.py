@@ -37,6 +37,7 @@ from pkg_perception.results import GraspCandidate, GraspKind, OrientedBox
 from pkg_perception.segmentation.belt import BeltPlane
 
 QUANTIZATION_SIGMA = 0.001 / math.sqrt(12.0)  # 1 mm depth steps
+SCORE_DECIMALS = 6  # candidates whose scores agree to this many decimals tie
 # The surface's slope is judged over 3 cm (a cup and a half): wide enough to average depth
 # noise away, narrow enough to see a bag's crown end. Samples more than 1.5 cm off the top
 # plane belong to something else (a side, a neighbour). On the seven grasp bags (ground
@@ -277,9 +278,12 @@ def plan(
     if config.withhold_when_all_under and under[keep].all():
         keep[:] = False
     # Tiers before scores: a free parcel's regular cup, then its crown-fallback cup, then
-    # parcels something rests on (a parcel under another is not picked first).
+    # parcels something rests on (a parcel under another is not picked first). Scores equal
+    # to 1e-6 tie, and ties keep the planning order (a parcel's most central cup first):
+    # rounding noise, which differs between numpy builds, must not pick among equal cups.
     kept = np.nonzero(keep)[0]
-    order = np.lexsort((-scores[kept], fallback[kept], under[kept]))[: config.max_candidates]
+    tied = -np.round(scores[kept], SCORE_DECIMALS)
+    order = np.lexsort((kept, tied, fallback[kept], under[kept]))[: config.max_candidates]
     sel = kept[order]
     return GraspPlan(poses[sel], scores[sel], jaw[sel], widths[sel], index[sel])
 

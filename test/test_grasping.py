@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -362,7 +363,8 @@ def test_candidates_are_capped_and_sorted() -> None:
     _, grasps = _plan(blocks, config)
     assert len(grasps) == 4
     scores = [g.score for g in grasps]
-    assert scores == sorted(scores, reverse=True)
+    # Best first; scores equal to 1e-6 tie and keep the planning order.
+    assert all(a >= b - 1e-6 for a, b in itertools.pairwise(scores))
     assert all(sum(g.parcel_id == k for g in grasps) <= 2 for k in (1, 2, 3))
 
 
