@@ -191,6 +191,8 @@ SEGMENTATION_DOC = SectionDoc(
         'decode.embed_min_pixels': 'smallest part that splits off, model-output pixels',
         'decode.head_class_weight': "weight of the instance head's class probabilities "
         "against the mask's mean pixel probabilities (geometric blend; 1 = head alone)",
+        'decode.alternative_classes': 'other classes each mask also offers with their scores, '
+        'most likely first (mask AP scoring, vision_msgs hypotheses; 0 = one class per mask)',
     },
     ranges={
         'threads': (1, 64),
@@ -206,6 +208,7 @@ SEGMENTATION_DOC = SectionDoc(
         'decode.embed_threshold': (0.0, 100.0),
         'decode.embed_min_pixels': (1, 100000),
         'decode.head_class_weight': (0.0, 1.0),
+        'decode.alternative_classes': (0, 3),
     },
 )
 GRASPING_DOC = SectionDoc(

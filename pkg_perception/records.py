@@ -59,6 +59,7 @@ def _instance(seg: Segmentation, inst: Instance) -> dict[str, Any]:
         'bbox_px': [int(v) for v in inst.box],
         'area': int(inst.area),
         'mask': _rle(seg, inst),
+        'alternatives': [[c.label, round(float(v), 4)] for c, v in inst.alternatives],
     }
 
 
@@ -134,6 +135,7 @@ def result_from_record(rec: dict[str, Any]) -> PerceptionResult:
                 float(d['score']),
                 tuple(int(v) for v in d['bbox_px']),
                 int(d['area']),
+                tuple((ParcelClass.from_label(c), float(v)) for c, v in d.get('alternatives', ())),
             )
         )
     boxes: dict[int, OrientedBox] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from pkg_perception.bag.reader import BagFrameReader
 from pkg_perception.bag.salvage import salvage_bag
 from pkg_perception.bag.topics import TopicMap
 from pkg_perception.bag.types import typestore
+from pkg_perception.classes import ParcelClass
 from pkg_perception.cli import main
 from pkg_perception.config import PerceptionConfig, build_pipeline
 from pkg_perception.errors import BagError
@@ -85,8 +87,13 @@ def test_record_round_trip(small_bag_path: Path) -> None:
     with BagFrameReader(small_bag_path) as reader:
         frame = next(reader.frames())
     result = pipeline.process(frame)
+    seg = result.segmentation  # the baseline offers one class; a model offers the others too
+    other = ((ParcelClass.MAILER, 0.125),)
+    seg.instances = [replace(i, alternatives=other) for i in seg.instances]
     back = result_from_record(json.loads(json.dumps(result_record(result, frame=0))))
     np.testing.assert_array_equal(back.segmentation.labels, result.segmentation.labels)
+    assert back.segmentation.instances
+    assert {i.alternatives for i in back.segmentation.instances} == {other}
     assert [p.track_id for p in back.parcels] == [p.track_id for p in result.parcels]
     for a, b in zip(back.parcels, result.parcels, strict=True):
         np.testing.assert_allclose(a.box.pose, b.box.pose, atol=2e-6)

@@ -79,7 +79,14 @@ def make_result(*, with_second: bool = True) -> tuple[RGBDFrame, PerceptionResul
     labels[5:8, 6:10] = 2
     instances = [
         Instance(1, ParcelClass.BOX, 0.9, (1, 1, 5, 4), 12),
-        Instance(2, ParcelClass.POLYBAG, 0.6, (6, 5, 10, 8), 12),
+        Instance(
+            2,
+            ParcelClass.POLYBAG,
+            0.6,
+            (6, 5, 10, 8),
+            12,
+            ((ParcelClass.MAILER, 0.25), (ParcelClass.BOX, 0.1)),
+        ),
     ]
     parcels = [_parcel(7, 1, ParcelClass.BOX, 1.0)]
     grasps = [_grasp(7, 0.8, 1.0), _grasp(7, 0.5, 1.02)]
@@ -133,6 +140,14 @@ def test_detections_carry_class_score_id_box_and_best_grasp(store, types) -> Non
     np.testing.assert_allclose(
         _matrix(second.results[0].pose.pose), result.parcels[1].box.pose, atol=1e-12
     )
+    # The other classes the segmenter offers follow, most likely first, on the same pose.
+    assert len(first.results) == 1
+    assert [(r.hypothesis.class_id, round(r.hypothesis.score, 6)) for r in second.results] == [
+        ('polybag', 0.875),
+        ('mailer', 0.25),
+        ('box', 0.1),
+    ]
+    assert all(r.pose.covariance[0] == -1.0 for r in second.results)
 
 
 def test_grasp_pose_array_is_best_first_with_z_into_the_parcel(store, types) -> None:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from pkg_perception.segmentation.belt import BeltPlane, estimate_belt_plane
 from pkg_perception.segmentation.decode import DecodeParams, decode
 from pkg_perception.segmentation.geometric import GeometricSegmenter
 from pkg_perception.segmentation.inputs import InputSpec, prepare_input
-from pkg_perception.segmentation.instances import FLAG_NO_DEPTH
+from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
 from pkg_perception.segmentation.oracle import GroundTruthSegmenter
 from pkg_perception.sim.ground_truth import GroundTruth
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
@@ -124,6 +126,21 @@ def test_small_masks_rank_lower_but_are_kept():
     assert strip.score < by_class[ParcelClass.BOX].score
 
 
+def test_decode_offers_the_other_classes_ranked_below_the_mask_class():
+    logits = _two_parcel_logits()
+    single = decode(logits, 160, 120, DecodeParams(alternative_classes=0), output_stride=1)
+    assert all(i.alternatives == () for i in single.instances)
+    seg = decode(logits, 160, 120, DecodeParams(alternative_classes=3), output_stride=1)
+    for inst, one in zip(seg.instances, single.instances, strict=True):
+        assert (inst.parcel_class, inst.score) == (one.parcel_class, one.score)
+        classes = [c for c, _ in inst.alternatives]
+        scores = [inst.score] + [v for _, v in inst.alternatives]
+        assert sorted([inst.parcel_class, *classes]) == sorted(ParcelClass)
+        assert scores == sorted(scores, reverse=True)
+        # The scores are those of one distribution: together at most the mask's P(parcel).
+        assert sum(scores) <= 1.0 + 1e-6
+
+
 def test_decode_seeds_a_thin_strip_beside_a_parcel_by_hysteresis():
     # A strip 3 output pixels wide never reaches the strong seed threshold; without the
     # weak threshold its pixels go to the wide neighbour or are lost.
@@ -197,15 +214,27 @@ def test_scorer_gives_ap_one_for_ground_truth_and_less_for_wrong_classes(small_b
             image = scorer.add_truth(gt.instance_ids, classes, pile=False)
             seg = oracle.segment(frame, belt_for_frame(frame))
             scorer.add_detections('oracle', image, seg)
+            truth = {i.label: i.parcel_class for i in seg.instances}
             for inst in seg.instances:
                 wrong = ParcelClass(inst.parcel_class % 4 + 1)
                 object.__setattr__(inst, 'parcel_class', wrong)
             scorer.add_detections('wrong-class', image, seg)
+            # The same wrong class first, the right one offered second at a lower score.
+            second = [
+                replace(i, score=0.9, alternatives=((truth[i.label], 0.1),)) for i in seg.instances
+            ]
+            scorer.add_detections('right-second', image, Segmentation(seg.labels, second))
     assert scorer.scores('oracle')['all']['AP'] == pytest.approx(1.0)
     wrong = scorer.scores('wrong-class')
     assert wrong['all']['AP'] < 0.2
     # The masks are still perfect: class-agnostic AP tells the two kinds of error apart.
     assert wrong['class_agnostic']['AP'] == pytest.approx(1.0)
+    # A right class offered second counts under its class; the top-class figure and the
+    # class-agnostic one see each mask once.
+    ranked = scorer.scores('right-second')
+    assert ranked['all']['AP'] > wrong['all']['AP'] + 0.5
+    assert ranked['top_class']['AP'] == pytest.approx(wrong['all']['AP'])
+    assert ranked['class_agnostic']['AP'] == pytest.approx(1.0)
 
 
 def test_geometric_baseline_finds_separated_parcels(sim_frame):

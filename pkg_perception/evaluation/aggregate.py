@@ -120,6 +120,7 @@ class Evaluation:
 
 
 def _detections(rec: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
+    """COCO detections of a record: each mask under its class, then its alternatives."""
     from pycocotools import mask as mask_utils
 
     out = []
@@ -127,16 +128,21 @@ def _detections(rec: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
         if 'mask' not in d:
             continue
         rle = {'size': d['mask']['size'], 'counts': d['mask']['counts']}
-        out.append(
-            {
-                'image_id': image_id,
-                'category_id': int(ParcelClass.from_label(d['class'])),
-                'segmentation': rle,
-                'score': float(d['score']),
-                'area': float(mask_utils.area(rle)),
-                'bbox': [float(v) for v in mask_utils.toBbox(rle)],
-            }
-        )
+        area, bbox = float(mask_utils.area(rle)), [float(v) for v in mask_utils.toBbox(rle)]
+        for rank, (label, score) in enumerate(
+            [(d['class'], d['score']), *d.get('alternatives', ())]
+        ):
+            out.append(
+                {
+                    'image_id': image_id,
+                    'category_id': int(ParcelClass.from_label(label)),
+                    'segmentation': rle,
+                    'score': float(score),
+                    'area': area,
+                    'bbox': bbox,
+                    'top_class': rank == 0,
+                }
+            )
     return out
 
 
@@ -240,7 +246,9 @@ def _score_against_truth(
         dets = _detections(rec, image_id)
         scorer.dt[name].extend(dets)
         score = evaluation.frames[k]
-        score.gt, score.detections, score.matched = len(gts), len(dets), _matches(dets, gts)
+        firsts = [d for d in dets if d['top_class']]  # one per mask
+        score.gt, score.detections = len(gts), len(firsts)
+        score.matched = _matches(firsts, gts)
         with contextlib.suppress(InputError):  # no conveyor transform: masks only
             checked = motion.add(result_from_record(rec), frame)
             if checked is not None:
@@ -260,6 +268,7 @@ def _score_against_truth(
         'piles': seg['piles'],
         'pile_frames': seg['pile_frames'],
         'per_class': seg['per_class'],
+        'top_class': seg['top_class'],
         'class_agnostic': seg['class_agnostic'],
         'f1_at_50': _f1(evaluation.frames),
     }

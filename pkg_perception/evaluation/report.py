@@ -182,6 +182,11 @@ def _quality_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:
             ('mask AP (COCO, IoU 0.50:0.95)', seg['AP']),
             ('mask AP50', seg['AP50']),
             ('mask AP75', seg['AP75']),
+            *(
+                [('mask AP, top class only', seg['top_class']['AP'])]
+                if 'top_class' in seg  # metrics written before ranked classes
+                else []
+            ),
             ('mask AP, classes merged (mask quality alone)', seg['class_agnostic']['AP']),
             ('mask AP50, classes merged', seg['class_agnostic']['AP50']),
             (f'mask AP on pile frames ({seg["pile_frames"]})', seg['piles']['AP']),

@@ -186,7 +186,8 @@ def detections(types: MessageTypes, result: PerceptionResult) -> Any:
     - `id`: the tracking id (decimal string), stable while the parcel is in view.
     - `bbox`: the parcel's oriented box (centre pose, full extents).
     - `results[0].hypothesis`: class label ('box', 'polybag', 'mailer', 'envelope') and the
-      segmentation score.
+      segmentation score; `results[1:]` the other classes the segmenter offers for the mask,
+      most likely first, with their scores (`segmentation.decode.alternative_classes`).
     - `results[0].pose.pose`: the parcel's best grasp pose. A parcel without a grasp (one
       lying under another) gets its box centre there and `covariance[0] = -1`, the ROS
       idiom (sensor_msgs/Imu) for "no estimate".
@@ -197,22 +198,23 @@ def detections(types: MessageTypes, result: PerceptionResult) -> Any:
     best = best_grasps(result)
     rank = {pid: i for i, pid in enumerate(best)}
     ordered = sorted(result.parcels, key=lambda p: rank.get(int(p.track_id), len(rank)))
+    others = {int(i.label): i.alternatives for i in result.segmentation.instances}
     dets = []
     for parcel in ordered:
         grasp = best.get(int(parcel.track_id))
         centre = pose(types, parcel.box.pose)
         hyp_pose = pose(types, grasp.pose) if grasp is not None else centre
         covariance = np.zeros(36) if grasp is not None else NO_GRASP_COVARIANCE.copy()
+        classes = [(parcel.parcel_class, parcel.score), *others.get(int(parcel.label), ())]
         dets.append(
             types.Detection3D(
                 header=hdr,
                 results=[
                     types.ObjectHypothesisWithPose(
-                        hypothesis=types.ObjectHypothesis(
-                            class_id=parcel.parcel_class.label, score=float(parcel.score)
-                        ),
-                        pose=types.PoseWithCovariance(pose=hyp_pose, covariance=covariance),
+                        hypothesis=types.ObjectHypothesis(class_id=cls.label, score=float(score)),
+                        pose=types.PoseWithCovariance(pose=hyp_pose, covariance=covariance.copy()),
                     )
+                    for cls, score in classes
                 ],
                 bbox=types.BoundingBox3D(center=centre, size=_vector(types, parcel.box.size)),
                 id=str(int(parcel.track_id)),

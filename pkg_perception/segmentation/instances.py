@@ -28,6 +28,10 @@ class Instance:
     score: float  # 0..1
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
     area: int  # pixels
+    # Other classes the mask may be, most likely first, each with its score on the scale of
+    # `score` (which is that of `parcel_class`): what a segmenter unsure between a mailer
+    # and a box says, for COCO scoring and vision_msgs' list of hypotheses.
+    alternatives: tuple[tuple[ParcelClass, float], ...] = ()
 
 
 @dataclass
