@@ -33,6 +33,9 @@ DENSE = SimConfig(
     camera_presets=('realsense_d455',),
 )
 STAGES = ('lift', 'grasp', 'track')
+# Passes over the frames. This machine's speed drifts by tens of percent for seconds at a
+# time; ten passes (about 7 s) give a median that one slow second does not set.
+REPEATS = 10
 
 
 def simulated_frames(config: SimConfig, seed: int, count: int) -> Iterator[RGBDFrame]:
@@ -42,15 +45,15 @@ def simulated_frames(config: SimConfig, seed: int, count: int) -> Iterator[RGBDF
 
 
 def time_pipeline(
-    frames: Sequence[RGBDFrame], *, parcels: int, repeats: int = 3
+    frames: Sequence[RGBDFrame], *, parcels: int, repeats: int = REPEATS
 ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """Per-frame lift + grasp + track milliseconds over frames with `parcels` parcels.
 
     The frames are processed in order (tracking needs the sequence) `repeats` times after
     one warm-up pass; segmentation is done once up front and replayed, so its cost stays
-    out. Returns the wall-clock totals, the per-stage times plus 'cpu' (the thread's CPU
-    time for the whole `process` call, which other processes on the machine cannot
-    inflate by preempting it) and how many frames qualified.
+    out. Returns the wall-clock totals (pass after pass), the per-stage times plus 'cpu'
+    (the thread's CPU time for the whole `process` call, which other processes on the
+    machine cannot inflate by preempting it) and how many frames qualified.
     """
     segmenter = GroundTruthSegmenter()
     pipe = Pipeline(segmenter)
@@ -143,6 +146,7 @@ def benchmark_grasping(
     """
     rendered = list(simulated_frames(DENSE, seed, frames))
     totals, stages, count = time_pipeline(rendered, parcels=10)
+    passes = np.median(totals.reshape(REPEATS, -1), axis=1) if count else np.zeros(0)
     command = f'pkg-perception benchmark-grasps --frames {frames} --seed {seed}'
     for path, _ in bags:
         command += f' --bag {path.name}'
@@ -155,9 +159,10 @@ def benchmark_grasping(
         '',
         f'Latency over the {count} frames with exactly 10 parcels among {frames} simulated '
         f'640x480 frames (mixed scene, wide-angle camera 1.6 m above a 1 m belt, seed {seed}), '
-        'ground-truth masks (segmentation is not part of this figure), each frame timed 3 '
-        'times after a warm-up pass. CPU is the thread time of the whole `Pipeline.process` '
-        'call, which other processes cannot inflate by preempting it. Target: p50 <= 5 ms.',
+        f'ground-truth masks (segmentation is not part of this figure), each frame timed '
+        f'{REPEATS} times after a warm-up pass. CPU is the thread time of the whole '
+        '`Pipeline.process` call, which other processes cannot inflate by preempting it. '
+        'Target: p50 <= 5 ms.',
         '',
         '| stage | p50 | p99 |',
         '| --- | --- | --- |',
@@ -170,6 +175,11 @@ def benchmark_grasping(
         f'| CPU time of `process` | {_pct(stages["cpu"], 50)} | {_pct(stages["cpu"], 99)} |'
     )
     lines += ['', f'Target p50 <= 5 ms {"met" if p50 <= 5.0 else "not met"} ({p50:.2f} ms).']
+    if len(passes):
+        lines[-1] += (
+            f' The p50 of each of the {REPEATS} passes: {passes.min():.2f} to '
+            f'{passes.max():.2f} ms ({int((passes <= 5.0).sum())} of {REPEATS} at or under 5 ms).'
+        )
     if bags:
         lines += [
             '',
