@@ -121,28 +121,16 @@ class Evaluation:
 
 def _detections(rec: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
     """COCO detections of a record: each mask under its class, then its alternatives."""
-    from pycocotools import mask as mask_utils
+    from pkg_perception.evaluation.segmentation import mask_detections
 
     out = []
     for d in [*rec['parcels'], *rec.get('unlifted', [])]:
         if 'mask' not in d:
             continue
         rle = {'size': d['mask']['size'], 'counts': d['mask']['counts']}
-        area, bbox = float(mask_utils.area(rle)), [float(v) for v in mask_utils.toBbox(rle)]
-        for rank, (label, score) in enumerate(
-            [(d['class'], d['score']), *d.get('alternatives', ())]
-        ):
-            out.append(
-                {
-                    'image_id': image_id,
-                    'category_id': int(ParcelClass.from_label(label)),
-                    'segmentation': rle,
-                    'score': float(score),
-                    'area': area,
-                    'bbox': bbox,
-                    'top_class': rank == 0,
-                }
-            )
+        labels = [(d['class'], d['score']), *d.get('alternatives', ())]
+        classes = [(ParcelClass.from_label(label), score) for label, score in labels]
+        out += mask_detections(image_id, rle, classes)
     return out
 
 

@@ -48,6 +48,30 @@ def label_rles(labels: np.ndarray, ids: Iterable[int]) -> dict[int, dict[str, An
     return out
 
 
+def mask_detections(
+    image_id: int, rle: dict[str, Any], classes: Iterable[tuple[ParcelClass, float]]
+) -> list[dict[str, Any]]:
+    """COCO detections of one mask: its class first, then the others it offers.
+
+    A mask unsure between two classes is scored under both, each with its own score, as COCO
+    scores detectors that give a class distribution per mask; `top_class` marks the first,
+    which `SegmentationScorer.scores` uses where each mask counts once.
+    """
+    area, bbox = float(mask_utils.area(rle)), [float(v) for v in mask_utils.toBbox(rle)]
+    return [
+        {
+            'image_id': image_id,
+            'category_id': int(cls),
+            'segmentation': rle,
+            'score': float(score),
+            'area': area,
+            'bbox': bbox,
+            'top_class': rank == 0,
+        }
+        for rank, (cls, score) in enumerate(classes)
+    ]
+
+
 @dataclass
 class SegmentationScorer:
     """Collects ground truth and detections frame by frame, then runs COCOeval."""
@@ -82,30 +106,11 @@ class SegmentationScorer:
         return image_id
 
     def add_detections(self, name: str, image_id: int, seg: Segmentation) -> None:
-        """One detection per mask and class it offers: its class, then its alternatives.
-
-        A mask unsure between two classes is scored under both, each with its own score,
-        as COCO scores detectors that give a class distribution per mask; `top_class`
-        and `class_agnostic` in `scores` count each mask once, under its most likely class.
-        """
+        """One detection per mask and class it offers (`mask_detections`)."""
         dets = self.dt.setdefault(name, [])
         for inst in seg.instances:
-            rle = encode(seg.mask(inst))
-            area, bbox = float(mask_utils.area(rle)), [float(v) for v in mask_utils.toBbox(rle)]
-            for rank, (cls, score) in enumerate(
-                ((inst.parcel_class, inst.score), *inst.alternatives)
-            ):
-                dets.append(
-                    {
-                        'image_id': image_id,
-                        'category_id': int(cls),
-                        'segmentation': rle,
-                        'score': float(score),
-                        'area': area,
-                        'bbox': bbox,
-                        'top_class': rank == 0,
-                    }
-                )
+            classes = ((inst.parcel_class, inst.score), *inst.alternatives)
+            dets += mask_detections(image_id, encode(seg.mask(inst)), classes)
 
     def _coco_gt(self) -> COCO:
         coco = COCO()

@@ -212,7 +212,7 @@ def detections(types: MessageTypes, result: PerceptionResult) -> Any:
                 results=[
                     types.ObjectHypothesisWithPose(
                         hypothesis=types.ObjectHypothesis(class_id=cls.label, score=float(score)),
-                        pose=types.PoseWithCovariance(pose=hyp_pose, covariance=covariance.copy()),
+                        pose=types.PoseWithCovariance(pose=hyp_pose, covariance=covariance),
                     )
                     for cls, score in classes
                 ],
