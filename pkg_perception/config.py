@@ -193,6 +193,10 @@ SEGMENTATION_DOC = SectionDoc(
         "against the mask's mean pixel probabilities (geometric blend; 1 = head alone)",
         'decode.alternative_classes': 'other classes each mask also offers with their scores, '
         'most likely first (mask AP scoring, vision_msgs hypotheses; 0 = one class per mask)',
+        'decode.outline_band': 'outlines between instances are redrawn along the colour '
+        "image's edges within this many model-input pixels (0 = off)",
+        'decode.belt_band': "outlines against the belt are redrawn along the colour image's "
+        'edges within this many model-input pixels (0 = off)',
     },
     ranges={
         'threads': (1, 64),
@@ -209,6 +213,8 @@ SEGMENTATION_DOC = SectionDoc(
         'decode.embed_min_pixels': (1, 100000),
         'decode.head_class_weight': (0.0, 1.0),
         'decode.alternative_classes': (0, 3),
+        'decode.outline_band': (0.0, 20.0),
+        'decode.belt_band': (0.0, 20.0),
     },
 )
 GRASPING_DOC = SectionDoc(

@@ -160,6 +160,7 @@ class OnnxSegmenter:
             output_stride=self.metadata.output_stride,
             head=head,
             context=context,
+            color=frame.color,
         )
         t3 = time.perf_counter()
         seg.timings_ms = {
