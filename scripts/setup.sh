@@ -18,8 +18,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
+# On the Python the project is tested with, install the exact versions it was tested with.
+pyver="$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+pins=()
+if [ -f "constraints-py$pyver.txt" ]; then pins=(-c "constraints-py$pyver.txt"); fi
 stamp=.venv/.requirements-stamp
-want="$(cat requirements*.txt setup.py | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements*.txt constraints-py*.txt setup.py | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # The packages take about 3 GB (torch and open3d most of it): say so rather than let pip
   # stop half way with "No space left on device".
@@ -33,8 +37,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: the pinned version resolves to the CPU wheel; a loose spec would
   # pull several GB of CUDA packages.
-  .venv/bin/python -m pip install -q -r requirements-train.txt
-  .venv/bin/python -m pip install -q -r requirements-dev.txt
+  .venv/bin/python -m pip install -q ${pins[@]+"${pins[@]}"} -r requirements-train.txt
+  .venv/bin/python -m pip install -q ${pins[@]+"${pins[@]}"} -r requirements-dev.txt
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$want" >"$stamp"
 fi
