@@ -23,7 +23,7 @@ pyver="$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 pins=()
 if [ -f "constraints-py$pyver.txt" ]; then pins=(-c "constraints-py$pyver.txt"); fi
 stamp=.venv/.requirements-stamp
-want="$(cat requirements*.txt constraints-py*.txt setup.py | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements*.txt setup.py ${pins[1]+"${pins[1]}"} | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # The packages take about 3 GB (torch and open3d most of it): say so rather than let pip
   # stop half way with "No space left on device".

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from label_logits import logits_of
 
 from pkg_perception.classes import ParcelClass
 from pkg_perception.segmentation.decode import DecodeParams, decode
 from pkg_perception.segmentation.instances import Instance, Segmentation, boxes_and_areas
 from pkg_perception.segmentation.refine import open_band, refine_outlines
-from pkg_perception.training.targets import edge_distance
 
 BELT, LEFT, RIGHT = (40, 42, 45), (200, 150, 100), (90, 160, 220)
 
@@ -90,12 +90,7 @@ def test_decode_redraws_outlines_on_the_frame_colour():
     grid = np.zeros((30, 40), dtype=np.int32)
     grid[5:25, 4:20] = 1
     grid[5:25, 20:36] = 2
-    logits = np.full((6, 30, 40), -8.0, dtype=np.float32)
-    logits[0][grid == 0] = 8.0
-    logits[int(ParcelClass.BOX)][grid == 1] = 8.0
-    logits[int(ParcelClass.MAILER)][grid == 2] = 8.0
-    edge = edge_distance(grid)
-    logits[5] = np.log(np.clip(edge, 1e-4, 1 - 1e-4) / np.clip(1 - edge, 1e-4, 1))
+    logits = logits_of(grid, {1: ParcelClass.BOX, 2: ParcelClass.MAILER})
     params = DecodeParams(confident_area=0)
     plain = decode(logits, 160, 120, params, output_stride=1)
     drawn = decode(logits, 160, 120, params, output_stride=1, color=_colour(82))

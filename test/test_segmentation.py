@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from label_logits import logits_of
 
 from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import InputError
@@ -74,23 +75,12 @@ def test_wrong_aspect_ratio_is_refused_with_the_fix():
     assert us[0] == 1 and us[-1] == 639 and vs[-1] == 479
 
 
-def _logits_of(labels: np.ndarray, classes: dict[int, ParcelClass]) -> np.ndarray:
-    """Confident logits of a label image: class per label, the edge distance it implies."""
-    logits = np.full((6, *labels.shape), -8.0, dtype=np.float32)
-    logits[0][labels == 0] = 8.0
-    for label, cls in classes.items():
-        logits[int(cls)][labels == label] = 8.0
-    edge = edge_distance(labels)
-    logits[5] = np.log(np.clip(edge, 1e-4, 1 - 1e-4) / np.clip(1 - edge, 1e-4, 1))
-    return logits
-
-
 def _two_parcel_logits() -> np.ndarray:
     """Logits of two touching rectangles: box on the left, mailer on the right."""
     labels = np.zeros((30, 40), dtype=np.int32)
     labels[5:25, 4:20] = 1
     labels[5:25, 20:36] = 2
-    return _logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.MAILER})
+    return logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.MAILER})
 
 
 def test_decode_splits_touching_parcels_and_keeps_outlines():
@@ -112,7 +102,7 @@ def test_small_masks_rank_lower_but_are_kept():
     labels = np.zeros((30, 40), dtype=np.int32)
     labels[5:25, 4:24] = 1
     labels[5:25, 24:27] = 2
-    logits = _logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.ENVELOPE})
+    logits = logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.ENVELOPE})
     plain = decode(logits, 160, 120, DecodeParams(confident_area=0), output_stride=1)
     ranked = decode(logits, 160, 120, DecodeParams(confident_area=6400), output_stride=1)
     assert [i.parcel_class for i in ranked.instances] == [i.parcel_class for i in plain.instances]
@@ -148,7 +138,7 @@ def test_decode_seeds_a_thin_strip_beside_a_parcel_by_hysteresis():
     labels[5:25, 4:24] = 1
     labels[5:25, 24:27] = 2
     assert edge_distance(labels)[labels == 2].max() < DecodeParams().seed_threshold
-    logits = _logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.ENVELOPE})
+    logits = logits_of(labels, {1: ParcelClass.BOX, 2: ParcelClass.ENVELOPE})
     with_weak = decode(logits, 160, 120, DecodeParams(), output_stride=1)
     found = {i.parcel_class: with_weak.mask(i) for i in with_weak.instances}
     assert sorted(found) == [ParcelClass.BOX, ParcelClass.ENVELOPE]
@@ -167,7 +157,7 @@ def _merged_seed_logits(embed: np.ndarray) -> np.ndarray:
     """Two boxes side by side whose edge distance never dips between them: one seed."""
     labels = np.zeros((30, 40), dtype=np.int32)
     labels[5:25, 4:36] = 1
-    logits = _logits_of(labels, {1: ParcelClass.BOX})
+    logits = logits_of(labels, {1: ParcelClass.BOX})
     return np.concatenate([logits, embed.astype(np.float32)])
 
 
