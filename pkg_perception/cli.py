@@ -446,7 +446,8 @@ def _cmd_evaluate_grasps(args: argparse.Namespace) -> int:
     )
     print(
         f'tracking id consistency {t["id_consistency"]:.3f} over {t["parcels"]} parcels '
-        f'({t["id_switches"]} id switches)'
+        f'({t["id_switches"]} id switches, {t["id_switches_at_split"]} where a mask was cut '
+        'or joined)'
     )
     latency = {
         stage: {q: float(np.percentile(v, q)) for q in (50, 99)}

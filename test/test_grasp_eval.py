@@ -140,6 +140,7 @@ def test_scorer_counts_top1_recall_and_track_ids_on_a_scene() -> None:
         'parcels': 1,
         'parcel_frames': 3,
         'id_switches': 0,
+        'id_switches_at_split': 0,
         'split_parcel_frames': 0,
         'parcels_with_one_id': 1,
         'id_consistency_face_visible': 1.0,
@@ -157,9 +158,13 @@ def test_tracking_consistency_counts_the_usual_id() -> None:
     scorer = GraspScorer()
     scorer.track_ids[7].update({1: 8, 2: 2})
     scorer.track_sequences[7].extend([1] * 4 + [2] * 2 + [1] * 4)
+    # The parcel is cut in two on the fifth frame: the first switch comes with the cut, the
+    # second with none.
+    scorer.fragment_sequences[7].extend([1] * 4 + [2] + [1] * 5)
     t = scorer.tracking()
     assert t['id_consistency'] == pytest.approx(0.8)
     assert t['id_switches'] == 2
+    assert t['id_switches_at_split'] == 1
 
 
 class _SplittingSegmenter(SceneSegmenter):
@@ -198,6 +203,7 @@ def test_a_split_mask_counts_once_for_tracking_and_as_a_split() -> None:
     assert t['parcel_frames'] == 3  # one per frame, not one per fragment
     assert t['split_parcel_frames'] == 1
     assert t['id_consistency'] == 1.0  # the larger part kept the parcel's id
+    assert t['id_switches'] == t['id_switches_at_split'] == 0
 
 
 def _stack_truth(blocks: list[Block], supports: dict[int, tuple[int, ...]]) -> FrameTruth:

@@ -203,6 +203,8 @@ class GraspScorer:
     pile_order: Counter[tuple[bool, bool]] = field(default_factory=Counter)
     track_ids: dict[int, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     track_sequences: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # Per parcel and frame (as track_sequences): how many masks covered it.
+    fragment_sequences: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     # The same, over frames where at least half the parcel's top face is visible.
     visible_track_ids: dict[int, Counter[int]] = field(
         default_factory=lambda: defaultdict(Counter)
@@ -274,6 +276,7 @@ class GraspScorer:
             self.pile_order[(bool(by_id[tid].supports), bool(parcel.supports))] += 1
             self.track_ids[tid][track_id] += 1
             self.track_sequences[tid].append(track_id)
+            self.fragment_sequences[tid].append(fragments[tid])
             if by_id[tid].top_face.visible_fraction >= 0.5:
                 self.visible_track_ids[tid][track_id] += 1
         return FrameGrasps(result.stamp_ns, top, checks, wanted, served)
@@ -290,15 +293,24 @@ class GraspScorer:
         kept = sum(max(c.values()) for c in self.track_ids.values())
         v_frames = sum(sum(c.values()) for c in self.visible_track_ids.values())
         v_kept = sum(max(c.values()) for c in self.visible_track_ids.values())
-        switches = sum(
-            sum(1 for a, b in itertools.pairwise(seq) if a != b)
-            for seq in self.track_sequences.values()
-        )
+        steps = [
+            (a != b, fa != fb)
+            for tid, seq in self.track_sequences.items()
+            for (a, b), (fa, fb) in zip(
+                itertools.pairwise(seq),
+                itertools.pairwise(self.fragment_sequences[tid]),
+                strict=True,
+            )
+        ]
+        switches = sum(switch for switch, _ in steps)
         return {
             'id_consistency': kept / frames if frames else math.nan,
             'parcels': len(self.track_ids),
             'parcel_frames': frames,
             'id_switches': switches,
+            # Switches on a frame where the count of masks covering the parcel changed: a
+            # mask cut in two or joined again, so the segmentation, not the tracker, lost it.
+            'id_switches_at_split': sum(switch and cut for switch, cut in steps),
             'split_parcel_frames': self.split_parcel_frames,
             'parcels_with_one_id': sum(1 for c in self.track_ids.values() if len(c) == 1),
             'id_consistency_face_visible': v_kept / v_frames if v_frames else math.nan,
