@@ -157,10 +157,10 @@ class _GT:
 def test_tracking_consistency_counts_the_usual_id() -> None:
     scorer = GraspScorer()
     scorer.track_ids[7].update({1: 8, 2: 2})
-    scorer.track_sequences[7].extend([1] * 4 + [2] * 2 + [1] * 4)
     # The parcel is cut in two on the fifth frame: the first switch comes with the cut, the
     # second with none.
-    scorer.fragment_sequences[7].extend([1] * 4 + [2] + [1] * 5)
+    ids, masks = [1] * 4 + [2] * 2 + [1] * 4, [1] * 4 + [2] + [1] * 5
+    scorer.track_sequences[7].extend(zip(ids, masks, strict=True))
     t = scorer.tracking()
     assert t['id_consistency'] == pytest.approx(0.8)
     assert t['id_switches'] == 2

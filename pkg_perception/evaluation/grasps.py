@@ -202,9 +202,10 @@ class GraspScorer:
     # Pile order per parcel-frame: (something rests on it in truth, the pipeline says so).
     pile_order: Counter[tuple[bool, bool]] = field(default_factory=Counter)
     track_ids: dict[int, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
-    track_sequences: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
-    # Per parcel and frame (as track_sequences): how many masks covered it.
-    fragment_sequences: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # Per parcel, frame after frame: (its track id, how many masks covered it).
+    track_sequences: dict[int, list[tuple[int, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     # The same, over frames where at least half the parcel's top face is visible.
     visible_track_ids: dict[int, Counter[int]] = field(
         default_factory=lambda: defaultdict(Counter)
@@ -275,8 +276,7 @@ class GraspScorer:
             track_id = parcel.track_id
             self.pile_order[(bool(by_id[tid].supports), bool(parcel.supports))] += 1
             self.track_ids[tid][track_id] += 1
-            self.track_sequences[tid].append(track_id)
-            self.fragment_sequences[tid].append(fragments[tid])
+            self.track_sequences[tid].append((track_id, fragments[tid]))
             if by_id[tid].top_face.visible_fraction >= 0.5:
                 self.visible_track_ids[tid][track_id] += 1
         return FrameGrasps(result.stamp_ns, top, checks, wanted, served)
@@ -295,12 +295,8 @@ class GraspScorer:
         v_kept = sum(max(c.values()) for c in self.visible_track_ids.values())
         steps = [
             (a != b, fa != fb)
-            for tid, seq in self.track_sequences.items()
-            for (a, b), (fa, fb) in zip(
-                itertools.pairwise(seq),
-                itertools.pairwise(self.fragment_sequences[tid]),
-                strict=True,
-            )
+            for seq in self.track_sequences.values()
+            for (a, fa), (b, fb) in itertools.pairwise(seq)
         ]
         switches = sum(switch for switch, _ in steps)
         return {
@@ -387,7 +383,9 @@ def truth_pile_order(
 ) -> None:
     """Set each parcel's `over` to the simulator's pile order among the parcels in view.
 
-    A mask stands for the ground-truth parcel it covers most. A parcel resting on one out of
+    A mask stands for the ground-truth parcel it covers most, belt aside (unlike
+    `truth_ids_of_instances`, which gives a mask mostly over the belt no parcel, and so would
+    clear the pile order of a loose mask around a parcel). A parcel resting on one out of
     the image stays unknown, as it is to any pile order from this view; so do the pipeline's
     own hints (`beside_higher`, support heights), which this leaves as they are.
     """
