@@ -260,7 +260,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         'export',
-        help='export trained weights to ONNX (opset 17, metadata, parity-checked)',
+        help='export trained weights to ONNX (opset 18, metadata, parity-checked)',
         description='Write an ONNX model with its metadata_props, run onnx.checker, and compare '
         'ONNX Runtime with PyTorch on the same input. The weights are copied next to the model '
         '(same name, .pt) for fine-tuning.',

@@ -237,6 +237,14 @@ def test_exported_model_has_metadata_and_passes_checker(onnx_model):
     assert proto.opset_import[0].version >= 17
 
 
+def test_exported_graph_is_static_with_no_shape_arithmetic(onnx_model):
+    # Every shape is a constant: only the network's own operators, each with fixed dims.
+    graph = onnx.load(str(onnx_model)).graph
+    assert {n.op_type for n in graph.node} <= {'Conv', 'Relu', 'Add', 'Resize', 'Concat'}
+    dims = [d for v in (*graph.input, *graph.output) for d in v.type.tensor_type.shape.dim]
+    assert dims and all(d.HasField('dim_value') for d in dims)
+
+
 def test_onnx_segmenter_runs_on_frames_of_other_sizes(onnx_model, frames):
     seg = OnnxSegmenter(onnx_model, SegmentationConfig(providers=('cpu',), warmup_runs=1))
     assert seg.provider == 'CPUExecutionProvider'

@@ -1,11 +1,21 @@
 # Copyright 2026 The pkg_perception Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Weights -> ONNX (opset 17, static shapes, metadata_props), checked and compared to PyTorch."""
+"""Weights -> ONNX (opset 18, static shapes, metadata_props), checked and compared to PyTorch.
+
+The graph comes from torch.export (`torch.onnx.export(..., dynamo=True)`, which needs
+onnxscript): every shape is a constant in it, so it holds only the network's own operators
+(Conv, Relu, Add, Resize, Concat), where the TorchScript exporter left Shape/Slice
+arithmetic for each upsampling, which TensorRT must fold and ONNX Runtime runs each frame.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,8 +30,8 @@ from pkg_perception.training.model import ParcelNet
 from pkg_perception.training.run import config_from_dict, load_weights
 from pkg_perception.training.train import build_model
 
-OPSET = 17
-MODEL_VERSION = '1.7.0'
+OPSET = 18
+MODEL_VERSION = '1.7.1'
 
 
 @dataclass(frozen=True)
@@ -67,16 +77,18 @@ def export_onnx(
     dummy = torch.zeros(1, INPUT_CHANNELS, spec.height, spec.width)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix('.tmp.onnx')
-    torch.onnx.export(
-        model,
-        dummy,
-        str(tmp),
-        opset_version=OPSET,
-        input_names=['input'],
-        output_names=['logits'],
-        do_constant_folding=True,
-        dynamo=False,
-    )
+    with _quiet_exporter():
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(tmp),
+            opset_version=OPSET,
+            input_names=['input'],
+            output_names=['logits'],
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     proto = onnx.load(str(tmp))
     info = blob.get('info', {})
     extra = {'training': info, 'opset': str(OPSET)}
@@ -93,6 +105,24 @@ def export_onnx(
             shutil.copyfile(weights, target)
     diff = parity(model, out, seed=0)
     return ExportReport(out, diff, tuple(dummy.shape))
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence what torch.export says about things this model does not use.
+
+    It lists the torchvision operators it cannot register (torchvision is not a
+    dependency) and warns about its own internals; a failure still raises.
+    """
+    logger = logging.getLogger('torch.onnx._internal.exporter._registration')
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def parity(model: ParcelNet, onnx_path: Path, seed: int) -> float:

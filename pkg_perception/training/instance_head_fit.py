@@ -136,9 +136,23 @@ def _best_overlap(
     return iou[np.arange(count + 1), best], classes[best]
 
 
+# One session per worker process and model file, not one per seed: building it costs
+# more than a cell's frames, and each build logs the providers it skipped again.
+_SESSIONS: dict[tuple[str, int, int], OnnxSegmenter] = {}
+
+
+def _worker_segmenter(model: str) -> OnnxSegmenter:
+    stat = Path(model).stat()
+    key = (model, stat.st_mtime_ns, stat.st_size)  # a model rewritten in place is new
+    if key not in _SESSIONS:
+        _SESSIONS.clear()
+        _SESSIONS[key] = OnnxSegmenter(model, SegmentationConfig(threads=1, warmup_runs=0))
+    return _SESSIONS[key]
+
+
 def _seed_rows(args: tuple[str, SimDataPlan, list[int]]) -> HeadData:
     model, plan, seeds = args
-    segmenter = OnnxSegmenter(model, SegmentationConfig(threads=1, warmup_runs=0))
+    segmenter = _worker_segmenter(model)
     parts = []
     for seed in seeds:
         sim = ConveyorSimulator(
