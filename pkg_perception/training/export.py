@@ -5,7 +5,7 @@
 The graph comes from torch.export (`torch.onnx.export(..., dynamo=True)`, which needs
 onnxscript): every shape is a constant in it, so it holds only the network's own operators
 (Conv, Relu, Add, Resize, Concat), where the TorchScript exporter left Shape/Slice
-arithmetic for each upsampling, which TensorRT must fold and ONNX Runtime runs each frame.
+arithmetic for each upsampling's output size, which every runtime had to fold itself.
 """
 
 from __future__ import annotations
