@@ -136,35 +136,40 @@ def _best_overlap(
     return iou[np.arange(count + 1), best], classes[best]
 
 
-# One session per worker process and model file, not one per seed: building it costs
-# more than a cell's frames, and each build logs the providers it skipped again.
-_SESSIONS: dict[tuple[str, int, int], OnnxSegmenter] = {}
+_WORKER_SEGMENTER: OnnxSegmenter | None = None
 
 
-def _worker_segmenter(model: str) -> OnnxSegmenter:
-    stat = Path(model).stat()
-    key = (model, stat.st_mtime_ns, stat.st_size)  # a model rewritten in place is new
-    if key not in _SESSIONS:
-        _SESSIONS.clear()
-        _SESSIONS[key] = OnnxSegmenter(model, SegmentationConfig(threads=1, warmup_runs=0))
-    return _SESSIONS[key]
+def _rows_segmenter(model: str) -> OnnxSegmenter:
+    return OnnxSegmenter(model, SegmentationConfig(threads=1, warmup_runs=0))
 
 
-def _seed_rows(args: tuple[str, SimDataPlan, list[int]]) -> HeadData:
-    model, plan, seeds = args
-    segmenter = _worker_segmenter(model)
+def _init_worker(model: str) -> None:
+    """Set up a worker: one ONNX session for all its cells.
+
+    One per cell would cost more than the cell's frames, and log the skipped providers each
+    time.
+    """
+    global _WORKER_SEGMENTER  # one session per worker process, built once
+    _WORKER_SEGMENTER = _rows_segmenter(model)
+
+
+def _worker_rows(task: tuple[SimDataPlan, int]) -> HeadData:
+    assert _WORKER_SEGMENTER is not None
+    return _seed_rows(_WORKER_SEGMENTER, *task)
+
+
+def _seed_rows(segmenter: OnnxSegmenter, plan: SimDataPlan, seed: int) -> HeadData:
+    sim = ConveyorSimulator(
+        SimConfig(width=plan.width, height=plan.height, scene=scene_for(seed)), seed
+    )
+    belt = BeltPlane.from_extrinsics(sim.conveyor_from_camera)
     parts = []
-    for seed in seeds:
-        sim = ConveyorSimulator(
-            SimConfig(width=plan.width, height=plan.height, scene=scene_for(seed)), seed
-        )
-        belt = BeltPlane.from_extrinsics(sim.conveyor_from_camera)
-        for k in range(plan.frames_per_seed):
-            f = sim.frame(k * plan.frame_step)
-            classes = {p.parcel_id: int(p.parcel_class) for p in f.truth.parcels}
-            depth = depth_from_millimetres(f.depth_mm)
-            rows = frame_rows(segmenter, f.color, depth, sim.camera, belt, f.instance_ids, classes)
-            parts.append(_head_data(rows, seed))
+    for k in range(plan.frames_per_seed):
+        f = sim.frame(k * plan.frame_step)
+        classes = {p.parcel_id: int(p.parcel_class) for p in f.truth.parcels}
+        depth = depth_from_millimetres(f.depth_mm)
+        rows = frame_rows(segmenter, f.color, depth, sim.camera, belt, f.instance_ids, classes)
+        parts.append(_head_data(rows, seed))
     return HeadData.concat(parts)
 
 
@@ -184,17 +189,22 @@ def collect(
 ) -> HeadData:
     """Rows of every kept mask in `plan`'s cells, one seed per task."""
     seeds = plan.seed_list()
-    tasks = [(str(model), plan, [s]) for s in seeds]
     parts = []
     bar = tqdm(total=len(seeds), desc='masks', unit='seed', disable=not progress)
     with bar:
         if workers <= 1:
-            for t in tasks:
-                parts.append(_seed_rows(t))
+            segmenter = _rows_segmenter(str(model))
+            for seed in seeds:
+                parts.append(_seed_rows(segmenter, plan, seed))
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
-                for part in pool.map(_seed_rows, tasks):
+            with ProcessPoolExecutor(
+                workers,
+                mp_context=worker_context(),
+                initializer=_init_worker,
+                initargs=(str(model),),
+            ) as pool:
+                for part in pool.map(_worker_rows, [(plan, seed) for seed in seeds]):
                     parts.append(part)
                     bar.update()
     return HeadData.concat(parts)
