@@ -291,11 +291,19 @@ def _add_evaluate_segmentation(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         'evaluate-segmentation',
         help='COCO mask AP of the model and the geometric baseline on a simulated bag',
+        description='COCO mask AP of what the pipeline publishes (classes pooled along '
+        "each parcel's track) for the model and the geometric baseline, and of the model's "
+        'own frame-by-frame output',
     )
     p.add_argument('bag', type=Path)
     p.add_argument('--model', type=Path, help='ONNX model (default: the shipped one)')
-    p.add_argument('--every', type=_positive_int, default=1, help='use every N-th frame')
-    p.add_argument('--frames', type=_positive_int, help='stop after this many frames')
+    p.add_argument(
+        '--every',
+        type=_positive_int,
+        default=1,
+        help='score every N-th frame (all frames still run: the tracker needs them)',
+    )
+    p.add_argument('--frames', type=_positive_int, help='stop after this many scored frames')
     p.add_argument('--json', type=Path, help='write the figures as JSON')
     p.add_argument('--preview', type=Path, help='PNG: ground truth | model | baseline on piles')
     p.set_defaults(func=_cmd_evaluate_segmentation)

@@ -261,6 +261,7 @@ TRACKING_DOC = SectionDoc(
         'max_gap_s': (0.01, 3600.0),
         'velocity_window': (1, 10000),
         'class_penalty': (0.0, 10.0),
+        'class_memory': (0.0, 10.0),
     },
 )
 

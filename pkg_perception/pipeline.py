@@ -9,10 +9,12 @@ The ROS node, the replay command, the evaluation and the benchmarks all call
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
+from pkg_perception.class_memory import ClassMemory
 from pkg_perception.errors import InputError
 from pkg_perception.frames import RGBDFrame
 from pkg_perception.grasping import GraspConfig, plan
@@ -20,7 +22,7 @@ from pkg_perception.lifting import LiftedParcel, lift_all
 from pkg_perception.results import GraspCandidate, OrientedBox, Parcel, PerceptionResult
 from pkg_perception.segmentation.base import Segmenter
 from pkg_perception.segmentation.belt import BeltPlane, estimate_belt_plane
-from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
+from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Instance, Segmentation
 from pkg_perception.tracking import Tracker, TrackingConfig
 from pkg_perception.transforms import Matrix4, TransformTree
 
@@ -65,6 +67,7 @@ class Pipeline:
         self.segmenter = segmenter
         self.grasping = grasping or GraspConfig()
         self.tracker = Tracker(tracking)
+        self.class_memory = ClassMemory(self.tracker.config.class_memory)
         self.target_frame = target_frame
         self.t_target_camera = _checked_transform('t_target_camera', t_target_camera)
         self.t_conveyor_camera = _checked_transform('t_conveyor_camera', t_conveyor_camera)
@@ -75,6 +78,7 @@ class Pipeline:
     def reset(self) -> None:
         """Forget tracks (a new recording, a loop)."""
         self.tracker.reset()
+        self.class_memory.reset()
 
     def _lookup(self, frame: RGBDFrame, target: str) -> Matrix4 | None:
         """T_target_camera from the frame's static transforms, cached per tree."""
@@ -137,7 +141,7 @@ class Pipeline:
         t0 = time.perf_counter()
         out_frame, t_out_cam, flags = self.output_transform(frame)
         if out_frame != self._output_frame:
-            self.tracker.reset()  # positions in another frame do not compare
+            self.reset()  # positions in another frame do not compare
             self._output_frame = out_frame
         h, w = frame.depth.shape
         try:
@@ -169,6 +173,7 @@ class Pipeline:
             whole=whole,
             positions=centroids @ t_out_cam[:3, :3].T + t_out_cam[:3, 3],
         )
+        seg, parcels = self._pool_classes(seg, lifted, parcels)
         for lp, p in zip(lifted, parcels, strict=True):
             lp.covered = len(p.supports) > len(lp.over)
         t4 = time.perf_counter()
@@ -192,6 +197,30 @@ class Pipeline:
         }
         flags += tuple(f for f in seg.flags if f not in flags)
         return self._result(frame, out_frame, seg, parcels, grasps, flags, timings, t0)
+
+    def _pool_classes(
+        self, seg: Segmentation, lifted: list[LiftedParcel], parcels: list[Parcel]
+    ) -> tuple[Segmentation, list[Parcel]]:
+        """Classes and scores pooled over each parcel's track (`ClassMemory`).
+
+        Lifting has used this frame's classes; the grasp ranking, the published parcels, the
+        segmentation and the tracker's next match get the pooled ones. Masks without a track
+        (too little depth to lift) keep theirs.
+        """
+        pooled: dict[int, Instance] = {}  # label -> instance with its pooled class
+        out = []
+        for lp, p in zip(lifted, parcels, strict=True):
+            inst = self.class_memory.fuse(lp.instance, p.track_id)
+            if inst is not lp.instance:
+                lp.instance = pooled[inst.label] = inst
+                p = replace(p, parcel_class=inst.parcel_class, score=float(inst.score))
+            out.append(p)
+        self.class_memory.forget(self.tracker.track_ids)
+        if not pooled:
+            return seg, out
+        self.tracker.set_classes({p.track_id: p.parcel_class for p in out if p.label in pooled})
+        instances = [pooled.get(i.label, i) for i in seg.instances]
+        return replace(seg, instances=instances), out
 
     def _result(
         self,

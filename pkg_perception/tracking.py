@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -43,6 +43,9 @@ class TrackingConfig:
             remembers it there once it is out of sight (0 turns the memory off). It must
             also have been seen on it in most frames that showed both: a neighbour that
             seemed to lie on it in a few ambiguous views is not remembered.
+        class_memory: how much a parcel's earlier frames count in its class against the
+            current one (their mean log-probability; 1 as much, 0 turns it off): a
+            parcel keeps its class on the belt, a single view can mislead.
     """
 
     belt_velocity: tuple[float, float, float] | None = None
@@ -52,6 +55,7 @@ class TrackingConfig:
     velocity_window: int = 60
     class_penalty: float = 0.03
     pile_memory: int = 3
+    class_memory: float = 1.0
 
     def __post_init__(self) -> None:
         if self.belt_velocity is not None and (
@@ -73,6 +77,11 @@ class TrackingConfig:
             )
         if self.pile_memory < 0:
             raise ConfigError(f'tracking.pile_memory {self.pile_memory} must be 0 or more')
+        if not (math.isfinite(self.class_memory) and self.class_memory >= 0):
+            raise ConfigError(
+                f'tracking.class_memory {self.class_memory} must be 0 (off) or more; 1 weighs '
+                "a parcel's earlier frames as much as the current one"
+            )
         if self.class_penalty < 0:
             raise ConfigError(f'tracking.class_penalty {self.class_penalty} must be 0 or more')
 
@@ -110,6 +119,20 @@ class Tracker:
         self._stamp_ns: int | None = None
         self._estimate: FloatArray | None = None
         self._samples: deque[FloatArray] = deque(maxlen=self.config.velocity_window)
+
+    def set_classes(self, classes: Mapping[int, ParcelClass]) -> None:
+        """Give tracks (by id) the class their parcel has over its frames (`ClassMemory`).
+
+        The next frame's match then weighs a detection's class against that, not against
+        the last view's.
+        """
+        for track in self._tracks:
+            track.parcel_class = classes.get(track.track_id, track.parcel_class)
+
+    @property
+    def track_ids(self) -> frozenset[int]:
+        """Ids of the tracks alive (seen, or unseen for at most `max_missed` frames)."""
+        return frozenset(t.track_id for t in self._tracks)
 
     @property
     def velocity_estimate(self) -> FloatArray | None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,14 @@ from grasp_scenes import (
 )
 
 from pkg_perception.bag.reader import BagFrameReader
+from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import InputError
 from pkg_perception.frames import CameraModel, RGBDFrame
 from pkg_perception.pipeline import FLAG_NO_BELT, FLAG_TF_FALLBACK, Pipeline
+from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
 from pkg_perception.segmentation.oracle import GroundTruthSegmenter
+from pkg_perception.tracking import TrackingConfig
 from pkg_perception.transforms import invert
 
 BLOCKS = [Block(-0.15, 0.0, 0.2, 0.2, 0.12), Block(0.15, 0.05, 0.25, 0.18, 0.08)]
@@ -150,3 +154,42 @@ def test_inputs_that_cannot_be_a_frame_are_refused_before_the_pipeline() -> None
         RGBDFrame(good.color, good.depth[:-2], good.camera, 0)
     with pytest.raises(InputError, match='finite'):
         CameraModel(width=200, height=150, fx=float('nan'), fy=160.0, cx=99.5, cy=74.5)
+
+
+class _DoubtfulSegmenter(SceneSegmenter):
+    """The scene's masks with class distributions: box, box, then a view like an envelope."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        super().__init__(blocks)
+        self.views = 0
+
+    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+        seg = super().segment(frame, belt)
+        probs = (0.9, 0.03, 0.02, 0.05) if self.views < 2 else (0.35, 0.05, 0.05, 0.55)
+        self.views += 1
+        cls = ParcelClass.BOX if probs[0] > probs[3] else ParcelClass.ENVELOPE
+        return replace(
+            seg,
+            instances=[
+                replace(i, parcel_class=cls, score=max(probs), class_probs=probs)
+                for i in seg.instances
+            ],
+        )
+
+
+def test_classes_are_pooled_over_each_parcels_track() -> None:
+    segmenter = _DoubtfulSegmenter(BLOCKS)
+    pipe = Pipeline(segmenter)
+    for k in range(3):
+        result = pipe.process(frame(BLOCKS, stamp_ns=k * 50_000_000))
+    # The third view alone says envelope; the pipeline publishes what the track has seen.
+    assert {i.parcel_class for i in result.segmentation.instances} == {ParcelClass.BOX}
+    assert {p.parcel_class for p in result.parcels} == {ParcelClass.BOX}
+    assert {g.parcel_class for g in result.grasps} == {ParcelClass.BOX}
+    # This view's box probability (0.35) times the track's geometric mean (0.9), normalized.
+    pooled = 0.35 * 0.9 / (0.35 * 0.9 + 0.55 * 0.05 + 0.05 * 0.03 + 0.05 * 0.02)
+    assert [p.score for p in result.parcels] == pytest.approx([pooled] * 2)
+    alone = Pipeline(_DoubtfulSegmenter(BLOCKS), tracking=TrackingConfig(class_memory=0.0))
+    for k in range(3):
+        result = alone.process(frame(BLOCKS, stamp_ns=k * 50_000_000))
+    assert {p.parcel_class for p in result.parcels} == {ParcelClass.ENVELOPE}

@@ -129,6 +129,12 @@ def test_decode_offers_the_other_classes_ranked_below_the_mask_class():
         assert scores == sorted(scores, reverse=True)
         # The scores are those of one distribution: together at most the mask's P(parcel).
         assert sum(scores) <= 1.0 + 1e-6
+        # ... which the mask carries too, for the tracker's class memory.
+        assert sum(inst.class_probs) == pytest.approx(1.0)
+        assert max(ParcelClass, key=lambda c: inst.class_probs[c - 1]) is inst.parcel_class
+        assert inst.score / inst.class_probs[inst.parcel_class - 1] == pytest.approx(
+            sum(scores) / sum(inst.class_probs)
+        )
 
 
 def test_decode_seeds_a_thin_strip_beside_a_parcel_by_hysteresis():
@@ -242,3 +248,23 @@ def test_geometric_baseline_finds_separated_parcels(sim_frame):
         )
         found += best > 0.7
     assert found >= 1
+
+
+def test_evaluation_scores_the_pipelines_masks_and_each_frame_alone(small_bag_path):
+    from pkg_perception.evaluation.segmentation import ONE_FRAME, evaluate_bag
+    from pkg_perception.models import default_model_path
+    from pkg_perception.segmentation.config import SegmentationConfig
+    from pkg_perception.segmentation.onnx import OnnxSegmenter
+
+    config = SegmentationConfig(providers=('cpu',), warmup_runs=0)
+    segmenters = {'model': OnnxSegmenter(default_model_path(), config)}
+    segmenters['oracle'] = GroundTruthSegmenter()
+    results = evaluate_bag(small_bag_path, segmenters, every=2, progress=False)
+    # Ground truth offers no class distribution: nothing to pool, one row.
+    assert set(results) == {'model', 'model' + ONE_FRAME, 'oracle'}
+    assert results['oracle']['all']['AP'] == pytest.approx(1.0)
+    pooled, alone = results['model'], results['model' + ONE_FRAME]
+    assert pooled['frames'] == alone['frames'] == 5  # every frame tracked, every second scored
+    # Pooling changes classes and scores, never which masks there are.
+    assert pooled['detections'] == alone['detections'] > 0
+    assert 0.0 < pooled['all']['AP'] <= 1.0

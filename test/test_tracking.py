@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -170,3 +172,17 @@ def test_predicted_grasp_moves_with_the_belt() -> None:
 def test_config_rejects_bad_values(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TrackingConfig(**{field: value})
+
+
+def test_a_track_matches_against_the_class_it_is_given() -> None:
+    config = TrackingConfig(belt_velocity=(0.0, 0.0, 0.0), class_penalty=0.05)
+    tracker = Tracker(config)
+    first = tracker.update([_parcel(1, 0.0, 0.0)], 0)
+    # Two detections at the same distance; the one of the track's class wins.
+    near = [
+        replace(_parcel(1, 0.01, 0.0), parcel_class=ParcelClass.ENVELOPE),
+        replace(_parcel(2, -0.01, 0.0), parcel_class=ParcelClass.BOX),
+    ]
+    tracker.set_classes({first[0].track_id: ParcelClass.ENVELOPE})
+    ids = [p.track_id for p in tracker.update(near, PERIOD_NS)]
+    assert ids[0] == first[0].track_id and ids[1] != ids[0]

@@ -164,6 +164,23 @@ def is_pile_frame(truth: Any) -> bool:
     return any(p.rests_on for p in truth.parcels)
 
 
+ONE_FRAME = ', one frame'  # suffix of the figures of a segmenter's own per-frame output
+
+
+class _Capture:
+    """A segmenter that keeps its last output: the pipeline's input, before class pooling."""
+
+    def __init__(self, segmenter: Any) -> None:
+        self.segmenter = segmenter
+        self.name = getattr(segmenter, 'name', '')
+        self.provider = getattr(segmenter, 'provider', '')
+        self.last: Segmentation | None = None
+
+    def segment(self, frame: Any, belt: Any) -> Segmentation:
+        self.last = self.segmenter.segment(frame, belt)
+        return self.last
+
+
 def evaluate_bag(
     bag: Any,
     segmenters: Mapping[str, Any],
@@ -173,16 +190,26 @@ def evaluate_bag(
     progress: bool = True,
     preview: Any = None,
     preview_rows: int = 4,
+    tracking: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run each segmenter on every `every`-th frame of a simulated bag and score it."""
+    """Score what the pipeline publishes for each segmenter on every `every`-th frame.
+
+    Every frame runs through a `Pipeline` per segmenter (its tracker needs them all), so
+    the masks scored carry their classes pooled over each parcel's track (`ClassMemory`,
+    `tracking` settings). A segmenter that gives class distributions is also scored on its
+    own output frame by frame, as '<name>, one frame'.
+    """
     from tqdm import tqdm
 
     from pkg_perception.bag.reader import BagFrameReader
     from pkg_perception.errors import BagError
-    from pkg_perception.segmentation.belt import belt_for_frame
+    from pkg_perception.pipeline import Pipeline
 
     scorer = SegmentationScorer()
     rows: list[Any] = []
+    captures = {name: _Capture(s) for name, s in segmenters.items()}
+    pipelines = {name: Pipeline(c, tracking=tracking) for name, c in captures.items()}
+    pooled: set[str] = set()
     with BagFrameReader(bag) as reader:
         if not reader.has_ground_truth:
             raise BagError(f'{bag} has no simulator ground truth; mask AP needs a simulated bag')
@@ -190,17 +217,23 @@ def evaluate_bag(
         bar = tqdm(total=total, desc='evaluating', unit='frame', disable=not progress)
         for k, frame in enumerate(reader.frames()):
             bar.update()
-            if k % every:
-                continue
             if max_frames is not None and len(scorer.images) >= max_frames:
                 break
+            segs = {}
+            for name, pipeline in pipelines.items():
+                captures[name].last = None  # a frame without a belt plane is not segmented
+                segs[name] = pipeline.process(frame).segmentation
+            if k % every:
+                continue
             gt = frame.ground_truth
             classes = {p.parcel_id: p.parcel_class for p in gt.truth.parcels}
             image_id = scorer.add_truth(gt.instance_ids, classes, is_pile_frame(gt.truth))
-            belt = belt_for_frame(frame)
-            segs = {name: s.segment(frame, belt) for name, s in segmenters.items()}
             for name, seg in segs.items():
                 scorer.add_detections(name, image_id, seg)
+                own = captures[name].last
+                if own is not None and any(i.class_probs for i in own.instances):
+                    pooled.add(name)
+                scorer.add_detections(name + ONE_FRAME, image_id, own or seg)
             if preview is not None and is_pile_frame(gt.truth):
                 rows.append((frame, segs))
         bar.close()
@@ -211,7 +244,10 @@ def evaluate_bag(
 
         pick = np.linspace(0, len(rows) - 1, min(preview_rows, len(rows))).round().astype(int)
         cv2.imwrite(str(preview), comparison_sheet([rows[i] for i in pick]))
-    return {name: scorer.scores(name) for name in segmenters}
+    names = [
+        n for name in segmenters for n in (name, name + ONE_FRAME) if n == name or name in pooled
+    ]
+    return {name: scorer.scores(name) for name in names}
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:

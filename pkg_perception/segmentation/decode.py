@@ -245,8 +245,17 @@ def decode(
             (ParcelClass(int(c) + 1), float(class_scores[old, c]))
             for c in ranked[old, 1 : 1 + params.alternative_classes]
         )
+        probs = class_prob[old] / max(float(class_prob[old].sum()), 1e-12)
         instances.append(
-            Instance(new, ParcelClass(int(best[old]) + 1), float(score[old]), box, area, others)
+            Instance(
+                new,
+                ParcelClass(int(best[old]) + 1),
+                float(score[old]),
+                box,
+                area,
+                others,
+                tuple(float(v) for v in probs),
+            )
         )
     seg = Segmentation(labels, instances)
     if color is None:

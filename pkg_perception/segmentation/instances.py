@@ -32,6 +32,10 @@ class Instance:
     # `score` (which is that of `parcel_class`): what a segmenter unsure between a mailer
     # and a box says, for COCO scoring and vision_msgs' list of hypotheses.
     alternatives: tuple[tuple[ParcelClass, float], ...] = ()
+    # Probability of each ParcelClass in the enum's order, summing to 1: what the tracker's
+    # class memory pools over a parcel's frames. Empty where the segmenter gives no
+    # distribution (the geometric baseline, ground truth).
+    class_probs: tuple[float, ...] = ()
 
 
 @dataclass
