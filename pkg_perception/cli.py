@@ -306,25 +306,38 @@ def _add_evaluate_segmentation(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--frames', type=_positive_int, help='stop after this many scored frames')
     p.add_argument('--json', type=Path, help='write the figures as JSON')
     p.add_argument('--preview', type=Path, help='PNG: ground truth | model | baseline on piles')
+    p.add_argument(
+        '--config',
+        type=Path,
+        help='ROS 2 parameter file (default: config/perception.yaml, else built-in defaults)',
+    )
+    p.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='override one setting, e.g. --set tracking.class_memory=0 (repeatable)',
+    )
     p.set_defaults(func=_cmd_evaluate_segmentation)
 
 
 def _cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
     import json
 
+    from pkg_perception.cli_replay import load_cli_config
+    from pkg_perception.config import build_segmenter
     from pkg_perception.evaluation.segmentation import evaluate_bag, format_table
-    from pkg_perception.models import default_model_path
-    from pkg_perception.segmentation.config import SegmentationConfig
     from pkg_perception.segmentation.geometric import GeometricSegmenter
-    from pkg_perception.segmentation.onnx import OnnxSegmenter
 
-    model = OnnxSegmenter(args.model or default_model_path(), SegmentationConfig())
+    config = load_cli_config(args)
     results = evaluate_bag(
         args.bag,
-        {'model': model, 'geometric': GeometricSegmenter()},
+        {'model': build_segmenter(config.segmentation), 'geometric': GeometricSegmenter()},
         every=args.every,
         max_frames=args.frames,
         preview=args.preview,
+        grasping=config.grasping,
+        tracking=config.tracking,
     )
     print(format_table(results))
     if args.json:

@@ -152,3 +152,19 @@ def test_evaluate_grasps_with_the_simulators_pile_order(
     # What rests on what is the simulator's word here (NaN: nothing was said to be under).
     precision = figures['grasping']['pile_order_precision']
     assert precision == 1.0 or precision != precision
+
+
+def test_evaluate_segmentation_takes_the_settings_it_is_given(
+    small_bag_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / 'seg.json'
+    args = ['evaluate-segmentation', str(small_bag_path), '--every', '3', '--json', str(out)]
+    assert main([*args, '--set', 'tracking.class_memory=0']) == 0
+    assert '| model, one frame |' in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert set(figures) == {'model', 'model, one frame', 'geometric'}
+    assert figures['model']['frames'] == 4
+    # Without class memory the pipeline publishes the segmenter's masks as they came.
+    assert figures['model']['all'] == figures['model, one frame']['all']
+    assert main([*args, '--set', 'tracking.class_memory=-1']) == 2
+    assert 'tracking.class_memory' in capsys.readouterr().err

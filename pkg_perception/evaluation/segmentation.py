@@ -190,13 +190,15 @@ def evaluate_bag(
     progress: bool = True,
     preview: Any = None,
     preview_rows: int = 4,
+    grasping: Any = None,
     tracking: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Score what the pipeline publishes for each segmenter on every `every`-th frame.
 
     Every frame runs through a `Pipeline` per segmenter (its tracker needs them all), so
     the masks scored carry their classes pooled over each parcel's track (`ClassMemory`,
-    `tracking` settings). A segmenter that gives class distributions is also scored on its
+    with the `tracking` settings; `grasping` holds the lifting ones, which decide the masks
+    that get a track). A segmenter that gives class distributions is also scored on its
     own output frame by frame, as '<name>, one frame'.
     """
     from tqdm import tqdm
@@ -208,7 +210,7 @@ def evaluate_bag(
     scorer = SegmentationScorer()
     rows: list[Any] = []
     captures = {name: _Capture(s) for name, s in segmenters.items()}
-    pipelines = {name: Pipeline(c, tracking=tracking) for name, c in captures.items()}
+    pipelines = {name: Pipeline(c, grasping, tracking) for name, c in captures.items()}
     pooled: set[str] = set()
     with BagFrameReader(bag) as reader:
         if not reader.has_ground_truth:
