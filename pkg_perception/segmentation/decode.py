@@ -223,6 +223,8 @@ def decode(
     best = ranked[:, 0]
     class_scores = class_prob * factor[:, None]
     score = class_scores[np.arange(n + 1), best]
+    # Pixel means leave out the belt's share; the head's blend already sums to 1.
+    probs = class_prob / np.maximum(class_prob.sum(axis=1, keepdims=True), 1e-12)
     lut = np.zeros(n + 1, dtype=np.uint16)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)
     small = lut[grown]
@@ -245,7 +247,6 @@ def decode(
             (ParcelClass(int(c) + 1), float(class_scores[old, c]))
             for c in ranked[old, 1 : 1 + params.alternative_classes]
         )
-        probs = class_prob[old] / max(float(class_prob[old].sum()), 1e-12)
         instances.append(
             Instance(
                 new,
@@ -254,7 +255,7 @@ def decode(
                 box,
                 area,
                 others,
-                tuple(float(v) for v in probs),
+                tuple(probs[old].tolist()),
             )
         )
     seg = Segmentation(labels, instances)

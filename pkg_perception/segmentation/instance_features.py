@@ -21,7 +21,7 @@ import numpy.typing as npt
 from pkg_perception.frames import CameraModel
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.inputs import InputSpec
-from pkg_perception.segmentation.instances import boxes_and_areas
+from pkg_perception.segmentation.instances import boxes_and_areas, group_extrema
 
 FEATURE_NAMES: tuple[str, ...] = (
     'p_belt',
@@ -145,7 +145,7 @@ def instance_features(
     box_area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1)
     border = (boxes[:, 0] == 0) | (boxes[:, 1] == 0) | (boxes[:, 2] == w) | (boxes[:, 3] == h)
     ring_height, ring_low, ring_high = _ring_heights(labels, count, ctx.height, hm)
-    _, top = _group_extrema(ids, height, count)
+    _, top = group_extrema(ids, height, count)
     rgb_var = np.maximum(rgb2 - (rgb * rgb).sum(axis=1), 0.0) / 3.0
     return np.column_stack(
         [
@@ -191,29 +191,9 @@ def _ring_heights(
     sums = np.bincount(ids, weights=values[band], minlength=count + 1)[1:]
     n = np.bincount(ids, minlength=count + 1)[1:]
     has = n > 0
-    low, high = _group_extrema(ids, values[band], count)
+    low, high = group_extrema(ids, values[band], count)
     return (
         np.where(has, sums / np.maximum(n, 1), own),
         np.where(has, low, own),
         np.where(has, high, own),
     )
-
-
-def _group_extrema(
-    ids: npt.NDArray[np.integer], values: npt.NDArray[np.floating], count: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Min and max of `values` per id 1..count (0 where an id has none).
-
-    A stable sort of small integer ids is a radix sort in numpy, and reduceat then runs
-    over contiguous groups: far faster than ufunc.at or scipy's labelled extrema here.
-    """
-    low, high = np.zeros(count), np.zeros(count)
-    if ids.size == 0:
-        return low, high
-    order = np.argsort(ids, kind='stable')
-    ids, values = ids[order], values[order].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    present = ids[starts].astype(np.int64) - 1
-    low[present] = np.minimum.reduceat(values, starts)
-    high[present] = np.maximum.reduceat(values, starts)
-    return low, high

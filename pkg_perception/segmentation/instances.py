@@ -98,3 +98,23 @@ def label_means(
     picked = values.reshape(len(values), -1)[:, inside]
     sums = np.stack([np.bincount(ids, weights=v, minlength=count + 1) for v in picked], axis=1)
     return counts, sums / np.maximum(counts, 1)[:, None]
+
+
+def group_extrema(
+    ids: npt.NDArray[np.integer], values: npt.NDArray[np.floating], count: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Min and max of `values` per id 1..count (0 where an id has none).
+
+    A stable sort of small integer ids is a radix sort in numpy, and reduceat then runs
+    over contiguous groups: far faster than ufunc.at or scipy's labelled extrema here.
+    """
+    low, high = np.zeros(count), np.zeros(count)
+    if ids.size == 0:
+        return low, high
+    order = np.argsort(ids, kind='stable')
+    ids, values = ids[order], values[order].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    present = ids[starts].astype(np.int64) - 1
+    low[present] = np.minimum.reduceat(values, starts)
+    high[present] = np.maximum.reduceat(values, starts)
+    return low, high

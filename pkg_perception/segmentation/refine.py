@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pkg_perception.segmentation.instances import Instance, Segmentation
+from pkg_perception.segmentation.instances import Instance, Segmentation, group_extrema
 
 _NONE = np.uint16(np.iinfo(np.uint16).max)
 _BELT = 1 << 16
@@ -141,21 +141,18 @@ def _reboxed(
 ) -> list[Instance]:
     """Instances with their boxes grown to the pixels they gained and areas counted again."""
     size = max(int(new.max()), int(old.max()), max(i.label for i in instances)) + 1
-    area = np.bincount(new, minlength=size) - np.bincount(old, minlength=size)
-    lo_x = np.full(size, np.iinfo(np.intp).max)
-    lo_y = lo_x.copy()
-    hi_x = np.full(size, -1)
-    hi_y = hi_x.copy()
-    np.minimum.at(lo_x, new, xs)
-    np.minimum.at(lo_y, new, ys)
-    np.maximum.at(hi_x, new, xs)
-    np.maximum.at(hi_y, new, ys)
+    gained = np.bincount(new, minlength=size)
+    area = gained - np.bincount(old, minlength=size)
+    to_instance = new > 0  # pixels given to the belt grow no box
+    ids = new[to_instance]
+    lo_x, hi_x = group_extrema(ids, xs[to_instance], size - 1)
+    lo_y, hi_y = group_extrema(ids, ys[to_instance], size - 1)
     out = []
     for inst in instances:
         k = inst.label
         x0, y0, x1, y1 = inst.box
-        if hi_x[k] >= 0:
-            x0, y0 = min(x0, int(lo_x[k])), min(y0, int(lo_y[k]))
-            x1, y1 = max(x1, int(hi_x[k]) + 1), max(y1, int(hi_y[k]) + 1)
+        if gained[k]:
+            x0, y0 = min(x0, int(lo_x[k - 1])), min(y0, int(lo_y[k - 1]))
+            x1, y1 = max(x1, int(hi_x[k - 1]) + 1), max(y1, int(hi_y[k - 1]) + 1)
         out.append(replace(inst, box=(x0, y0, x1, y1), area=max(1, inst.area + int(area[k]))))
     return out
