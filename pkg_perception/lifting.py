@@ -400,7 +400,7 @@ def lift_all(
             )
         )
     pile_order(lifted, seg, depth, camera, belt, params)
-    _set_boxes(lifted, params)
+    set_boxes(lifted, params)
     return lifted
 
 
@@ -610,7 +610,7 @@ def _footprints(
     return centres, long_axes, sizes
 
 
-def _set_boxes(lifted: list[LiftedParcel], params: LiftParams) -> None:
+def set_boxes(lifted: list[LiftedParcel], params: LiftParams) -> None:
     """Boxes with z along the top normal and x along the long side, all at once.
 
     Each reaches from the top down to what the parcel rests on (the belt, or the parcel

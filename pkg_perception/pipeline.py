@@ -15,10 +15,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pkg_perception.class_memory import ClassMemory
+from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import InputError
 from pkg_perception.frames import RGBDFrame
 from pkg_perception.grasping import GraspConfig, plan
-from pkg_perception.lifting import LiftedParcel, lift_all
+from pkg_perception.lifting import SOFT_CLASSES, LiftedParcel, lift_all, set_boxes
 from pkg_perception.results import GraspCandidate, OrientedBox, Parcel, PerceptionResult
 from pkg_perception.segmentation.base import Segmenter
 from pkg_perception.segmentation.belt import BeltPlane, estimate_belt_plane
@@ -173,7 +174,15 @@ class Pipeline:
             whole=whole,
             positions=centroids @ t_out_cam[:3, :3].T + t_out_cam[:3, 3],
         )
+        frame_classes = [lp.instance.parcel_class for lp in lifted]
         seg, parcels = self._pool_classes(seg, lifted, parcels)
+        moved = {
+            lp.label
+            for c, lp in zip(frame_classes, lifted, strict=True)
+            if _lift_kind(c) != _lift_kind(lp.instance.parcel_class)
+        }
+        if moved:
+            lifted, parcels = self._relift(frame, seg, belt, lifted, parcels, t_out_cam, moved)
         for lp, p in zip(lifted, parcels, strict=True):
             lp.covered = len(p.supports) > len(lp.over)
         t4 = time.perf_counter()
@@ -203,9 +212,10 @@ class Pipeline:
     ) -> tuple[Segmentation, list[Parcel]]:
         """Classes and scores pooled over each parcel's track (`ClassMemory`).
 
-        Lifting has used this frame's classes; the grasp ranking, the published parcels, the
-        segmentation and the tracker's next match get the pooled ones. Masks without a track
-        (too little depth to lift) keep theirs.
+        Lifting has used this frame's classes (`_relift` redoes the parcels where that
+        matters); the grasp ranking, the published parcels, the segmentation and the
+        tracker's next match get the pooled ones. Masks without a track (too little depth to
+        lift) keep theirs.
         """
         pooled: dict[int, Instance] = {}  # label -> instance with its pooled class
         out = []
@@ -221,6 +231,44 @@ class Pipeline:
         self.tracker.set_classes({p.track_id: p.parcel_class for p in out if p.label in pooled})
         instances = [pooled.get(i.label, i) for i in seg.instances]
         return replace(seg, instances=instances), out
+
+    def _relift(
+        self,
+        frame: RGBDFrame,
+        seg: Segmentation,
+        belt: BeltPlane,
+        lifted: list[LiftedParcel],
+        parcels: list[Parcel],
+        t_out_cam: Matrix4,
+        moved: set[int],
+    ) -> tuple[list[LiftedParcel], list[Parcel]]:
+        """The parcels whose pooled class lifts differently, lifted again with it.
+
+        A soft top's surface is a fitted crown, a box's an upper plane (`_lift_kind`). Only
+        those parcels are lifted again, alone; their pile order, track, velocity and
+        supports stay those of the first lift, the surface and box are the second's.
+        """
+        sub = replace(seg, instances=[i for i in seg.instances if i.label in moved])
+        again = {
+            lp.label: lp
+            for lp in lift_all(sub, frame.depth, frame.camera, belt, self.grasping.lift)
+        }
+        out_lifted, out_parcels = [], []
+        for lp, p in zip(lifted, parcels, strict=True):
+            new = again.get(lp.label)
+            if new is not None:
+                new.over, new.beside_higher = lp.over, lp.beside_higher
+                new.support_height = lp.support_height
+                set_boxes([new], self.grasping.lift)
+                q = _parcel(new, t_out_cam)
+                lp = new
+                p = replace(
+                    p, box=q.box, top_center=q.top_center, top_normal=q.top_normal,
+                    height=q.height,
+                )  # fmt: skip
+            out_lifted.append(lp)
+            out_parcels.append(p)
+        return out_lifted, out_parcels
 
     def _result(
         self,
@@ -248,6 +296,13 @@ class Pipeline:
             segmenter=getattr(self.segmenter, 'name', ''),
             provider=getattr(self.segmenter, 'provider', ''),
         )
+
+
+def _lift_kind(parcel_class: ParcelClass) -> int:
+    """What lifting does differently by class: 0 a plane, 1 a soft crown, 2 a poly bag's."""
+    if parcel_class is ParcelClass.POLYBAG:
+        return 2
+    return 1 if parcel_class in SOFT_CLASSES else 0
 
 
 def _whole(box: tuple[int, int, int, int], width: int, height: int) -> bool:

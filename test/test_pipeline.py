@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from grasp_scenes import (
     Block,
     SceneSegmenter,
     frame,
+    segmentation,
+    tilted_pillow,
+    transforms,
 )
 
 from pkg_perception.bag.reader import BagFrameReader
@@ -193,3 +197,42 @@ def test_classes_are_pooled_over_each_parcels_track() -> None:
     for k in range(3):
         result = alone.process(frame(BLOCKS, stamp_ns=k * 50_000_000))
     assert {p.parcel_class for p in result.parcels} == {ParcelClass.ENVELOPE}
+
+
+class _PillowSegmenter:
+    """A poly bag tilted 24 degrees, called a poly bag twice, then (wrongly) a box."""
+
+    name = 'pillow'
+    provider = 'test'
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+        self.views = 0
+
+    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+        probs = (0.05, 0.9, 0.03, 0.02) if self.views < 2 else (0.55, 0.4, 0.03, 0.02)
+        self.views += 1
+        cls = ParcelClass.POLYBAG if probs[1] > probs[0] else ParcelClass.BOX
+        seg = segmentation(self.labels, [Block(0.0, 0.0, 0.3, 0.2, 0.1)])
+        (inst,) = seg.instances
+        return replace(seg, instances=[replace(inst, parcel_class=cls, class_probs=probs)])
+
+
+def test_a_parcel_is_lifted_as_its_pooled_class() -> None:
+    """A bag's crown fit follows its track's class, not one view that calls it a box."""
+    depth, labels, axis = tilted_pillow(24.0)
+    up = T_BASE_CAMERA[:3, :3] @ axis  # the crown's normal in base_link
+    color = np.full((*depth.shape, 3), 128, dtype=np.uint8)
+
+    def third(memory: float) -> tuple[ParcelClass, float]:
+        pipe = Pipeline(_PillowSegmenter(labels), tracking=TrackingConfig(class_memory=memory))
+        for k in range(3):
+            result = pipe.process(RGBDFrame(color, depth, CAMERA, k * 50_000_000, transforms()))
+        (parcel,) = result.parcels
+        return parcel.parcel_class, math.degrees(math.acos(min(1.0, abs(parcel.top_normal @ up))))
+
+    pooled_class, pooled_error = third(1.0)
+    assert pooled_class is ParcelClass.POLYBAG and pooled_error < 5.0
+    # Lifted as the box this view says it is, its top is a flat patch on a flank.
+    alone_class, alone_error = third(0.0)
+    assert alone_class is ParcelClass.BOX and alone_error > 10.0
