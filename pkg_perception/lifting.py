@@ -294,6 +294,8 @@ def lift_all(
     camera: CameraModel,
     belt: BeltPlane,
     params: LiftParams,
+    *,
+    settle: bool = True,
 ) -> list[LiftedParcel]:
     """Lift every instance with enough valid depth; settle pile order and boxes.
 
@@ -306,6 +308,8 @@ def lift_all(
         camera: intrinsics (distortion honoured through the cached ray table).
         belt: the belt plane in the optical frame.
         params: sampling and threshold settings.
+        settle: False leaves pile order and boxes to the caller (who lifts some parcels
+            again and keeps the pile order they had; `set_boxes` then).
 
     Returns:
         One LiftedParcel per instance with at least `min_points` valid points after outlier
@@ -399,8 +403,9 @@ def lift_all(
                 footprint_centre=centres[i],
             )
         )
-    pile_order(lifted, seg, depth, camera, belt, params)
-    set_boxes(lifted, params)
+    if settle:
+        pile_order(lifted, seg, depth, camera, belt, params)
+        set_boxes(lifted, params)
     return lifted
 
 

@@ -249,17 +249,19 @@ class Pipeline:
         supports stay those of the first lift, the surface and box are the second's.
         """
         sub = replace(seg, instances=[i for i in seg.instances if i.label in moved])
-        again = {
-            lp.label: lp
-            for lp in lift_all(sub, frame.depth, frame.camera, belt, self.grasping.lift)
-        }
+        params = self.grasping.lift
+        first = {lp.label: lp for lp in lifted}
+        again = lift_all(sub, frame.depth, frame.camera, belt, params, settle=False)
+        for new in again:
+            old = first[new.label]
+            new.over, new.beside_higher = old.over, old.beside_higher
+            new.support_height = old.support_height
+        set_boxes(again, params)
+        by_label = {new.label: new for new in again}
         out_lifted, out_parcels = [], []
         for lp, p in zip(lifted, parcels, strict=True):
-            new = again.get(lp.label)
+            new = by_label.get(lp.label)
             if new is not None:
-                new.over, new.beside_higher = lp.over, lp.beside_higher
-                new.support_height = lp.support_height
-                set_boxes([new], self.grasping.lift)
                 q = _parcel(new, t_out_cam)
                 lp = new
                 p = replace(
