@@ -360,6 +360,12 @@ def _add_benchmark_segmentation(sub: argparse._SubParsersAction) -> None:
         choices=('tensorrt', 'cuda', 'cpu'),
         help='ONNX Runtime providers in order (default cpu)',
     )
+    p.add_argument(
+        '--mirror-pass',
+        default='gpu',
+        choices=('gpu', 'always', 'never'),
+        help='segmentation.mirror_pass: also run the mirror image (default gpu: on GPU providers)',
+    )
     p.add_argument('--doc', type=Path, default=Path('docs/benchmarks.md'))
     p.set_defaults(func=_cmd_benchmark_segmentation)
 
@@ -375,6 +381,7 @@ def _cmd_benchmark_segmentation(args: argparse.Namespace) -> int:
             seed=args.seed,
             doc=args.doc,
             providers=tuple(args.providers),
+            mirror_pass=args.mirror_pass,
         )
     )
     return 0

@@ -177,6 +177,9 @@ SEGMENTATION_DOC = SectionDoc(
         '(flag no_valid_depth)',
         'instance_head': "let the model file's instance head set each mask's class and score "
         '(false: mean class probabilities in the mask)',
+        'mirror_pass': "also run the network on the frame's left-right mirror image and "
+        'average the two: gpu = when a GPU provider (TensorRT, CUDA) runs the model, always = '
+        'also on the CPU (about twice the inference time), never',
         'decode.seed_threshold': 'edge-distance probability that marks a seed pixel',
         'decode.weak_seed_threshold': 'a blob above this with no seed in it seeds a thin '
         'parcel (1 = off)',

@@ -17,7 +17,7 @@ from pkg_perception.errors import ConfigError, InputError, ModelError
 from pkg_perception.frames import RGBDFrame
 from pkg_perception.segmentation.belt import belt_for_frame
 from pkg_perception.segmentation.config import SegmentationConfig
-from pkg_perception.segmentation.inputs import InputSpec
+from pkg_perception.segmentation.inputs import InputSpec, prepare_input
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH
 from pkg_perception.segmentation.onnx import OnnxSegmenter
 from pkg_perception.training.coco import coco_arrays, write_coco_dataset
@@ -266,6 +266,24 @@ def test_onnx_segmenter_runs_on_frames_of_other_sizes(onnx_model, frames):
     )
     with pytest.raises(InputError, match='aspect ratio'):
         seg.segment(wide, belt_for_frame(frame))
+
+
+def test_mirror_pass_averages_the_frame_and_its_mirror_image(onnx_model, frames):
+    frame = frames[0]
+    belt = belt_for_frame(frame)
+    # 'gpu' (the default) runs one pass on the CPU provider; 'always' runs the second.
+    one = OnnxSegmenter(onnx_model, SegmentationConfig(providers=('cpu',), warmup_runs=0))
+    two = OnnxSegmenter(
+        onnx_model, SegmentationConfig(providers=('cpu',), warmup_runs=0, mirror_pass='always')
+    )
+    assert not one.mirror_pass and two.mirror_pass
+    x = prepare_input(one.metadata.spec, frame.color, frame.depth, frame.camera, belt).tensor
+    single = one.infer(x)
+    np.testing.assert_array_equal(single, one.session.run(None, {'input': x})[0][0])
+    mirrored = one.infer(np.ascontiguousarray(x[..., ::-1]))[..., ::-1]
+    assert not np.allclose(single, mirrored, atol=1e-3)  # the network is not symmetric
+    np.testing.assert_allclose(two.infer(x), 0.5 * (single + mirrored), atol=1e-5)
+    assert two.segment(frame, belt).labels.shape == frame.depth.shape
 
 
 def test_missing_and_corrupt_models_name_the_path_and_fix(tmp_path, onnx_model):

@@ -12,7 +12,7 @@ import numpy as np
 from pkg_perception.benchmarks import machine_description, update_section
 from pkg_perception.frames import RGBDFrame
 from pkg_perception.segmentation.belt import BeltPlane
-from pkg_perception.segmentation.config import SegmentationConfig
+from pkg_perception.segmentation.config import MirrorPass, SegmentationConfig
 from pkg_perception.segmentation.geometric import GeometricSegmenter
 from pkg_perception.segmentation.onnx import OnnxSegmenter
 from pkg_perception.sim.simulator import ConveyorSimulator, SimConfig
@@ -30,11 +30,19 @@ def _percentiles(ms: list[float]) -> str:
 
 
 def benchmark_segmentation(
-    model: Path, *, runs: int, seed: int, doc: Path | None, providers: tuple[str, ...] = ('cpu',)
+    model: Path,
+    *,
+    runs: int,
+    seed: int,
+    doc: Path | None,
+    providers: tuple[str, ...] = ('cpu',),
+    mirror_pass: MirrorPass = 'gpu',
 ) -> str:
     """Time both segmenters on the same simulated pile frames, interleaved, in one process."""
     frames, belt = _frames(20, seed)
-    onnx_seg = OnnxSegmenter(model, SegmentationConfig(providers=providers))
+    onnx_seg = OnnxSegmenter(
+        model, SegmentationConfig(providers=providers, mirror_pass=mirror_pass)
+    )
     geo = GeometricSegmenter()
     stages: dict[str, list[float]] = {'preprocess': [], 'inference': [], 'postprocess': []}
     total = {'model': [], 'geometric': []}
@@ -49,12 +57,15 @@ def benchmark_segmentation(
         geo.segment(frame, belt)
         total['geometric'].append((time.perf_counter() - t) * 1e3)
     p50 = float(np.median(total['model']))
+    flag = f' --mirror-pass {mirror_pass}' if mirror_pass != 'gpu' else ''
     p99 = float(np.percentile(total['model'], 99))
     lines = [
-        f'Segmentation at 640x480 (`pkg-perception benchmark-segmentation`), {runs} frames of '
-        f'simulated piles, one process, segmenters interleaved. Machine: {machine_description()}. '
+        f'Segmentation at 640x480 (`pkg-perception benchmark-segmentation{flag}`), {runs} '
+        f'frames of simulated piles, one process, segmenters interleaved. '
+        f'Machine: {machine_description()}. '
         f'Model `{model.name}` ({onnx_seg.name}) on {onnx_seg.provider}, '
-        f'{onnx_seg.config.threads} threads.',
+        f'{onnx_seg.config.threads} threads'
+        f'{", with the mirror-image pass (two inference runs)" if onnx_seg.mirror_pass else ""}.',
         '',
         '| segmenter / stage | p50 ms | p99 ms |',
         '|---|---|---|',
@@ -68,6 +79,10 @@ def benchmark_segmentation(
     ]
     text = '\n'.join(lines)
     if doc is not None:
-        section = 'segmentation' if providers == ('cpu',) else 'segmentation-gpu'
-        update_section(doc, section, '## Segmentation\n\n' + text)
+        section, title = 'segmentation', 'Segmentation'
+        if providers != ('cpu',):
+            section = 'segmentation-gpu'
+        elif onnx_seg.mirror_pass:
+            section, title = 'segmentation-mirror', 'Segmentation with the mirror-image pass, CPU'
+        update_section(doc, section, f'## {title}\n\n' + text)
     return text

@@ -106,7 +106,15 @@ class OnnxSegmenter:
                 break
             reason = self.skipped.get(name, 'it failed to initialise (see ONNX Runtime log)')
             log.warning('segmentation: not using %s: %s', ort_name, reason)
-        log.info('segmentation: %s on %s', self.name, self.provider)
+        self.mirror_pass = config.mirror_pass == 'always' or (
+            config.mirror_pass == 'gpu' and self.provider != ORT_NAMES['cpu']
+        )
+        log.info(
+            'segmentation: %s on %s%s',
+            self.name,
+            self.provider,
+            ', with a mirror-image pass' if self.mirror_pass else '',
+        )
         self._input = self.session.get_inputs()[0].name
         for _ in range(config.warmup_runs):
             self._run(np.zeros(self.metadata.expected_input(), dtype=np.float32))
@@ -137,6 +145,18 @@ class OnnxSegmenter:
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: tensor})[0]
 
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """(C, h, w) output of a (1, 5, H, W) input: averaged with the mirror image's.
+
+        The network learnt on mirrored frames too, so the two views err apart and their mean
+        is steadier, at a second run's cost.
+        """
+        logits = self._run(tensor)[0]
+        if not self.mirror_pass:
+            return logits
+        mirrored = self._run(np.ascontiguousarray(tensor[..., ::-1]))[0]
+        return 0.5 * (logits + mirrored[..., ::-1])
+
     def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
         t0 = time.perf_counter()
         h, w = frame.depth.shape
@@ -144,7 +164,7 @@ class OnnxSegmenter:
         if prepared.valid_fraction < self.config.min_valid_depth:
             return Segmentation.empty(h, w, flags=(FLAG_NO_DEPTH,))
         t1 = time.perf_counter()
-        logits = self._run(prepared.tensor)[0]
+        logits = self.infer(prepared.tensor)
         t2 = time.perf_counter()
         head = self.metadata.instance_head if self.config.instance_head else None
         context = None

@@ -88,7 +88,7 @@ def frame_rows(
     params = segmenter.config.decode
     meta = segmenter.metadata
     prepared = prepare_input(meta.spec, color, depth, camera, belt)
-    logits = segmenter._run(prepared.tensor)[0]
+    logits = segmenter.infer(prepared.tensor)
     grid = decode_grid(logits, params, output_stride=meta.output_stride)
     n = grid.count
     h, w = grid.labels.shape
