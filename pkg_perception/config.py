@@ -180,6 +180,8 @@ SEGMENTATION_DOC = SectionDoc(
         'mirror_pass': "also run the network on the frame's left-right mirror image and "
         'average the two: gpu = when a GPU provider (TensorRT, CUDA) runs the model, always = '
         'also on the CPU (about twice the inference time), never',
+        'temporal_weight': "share of the previous frame's network output, moved along with "
+        "the belt, in this frame's (0 = off; needs the belt velocity, configured or estimated)",
         'decode.seed_threshold': 'edge-distance probability that marks a seed pixel',
         'decode.weak_seed_threshold': 'a blob above this with no seed in it seeds a thin '
         'parcel (1 = off)',

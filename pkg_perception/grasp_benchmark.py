@@ -91,7 +91,7 @@ class _Replay:
         self.segs = segs
         self.index = 0
 
-    def segment(self, frame: RGBDFrame, belt: Any) -> Any:
+    def segment(self, frame: RGBDFrame, belt: Any, belt_velocity: Any = None) -> Any:
         seg = self.segs[self.index % len(self.segs)]
         self.index += 1
         return seg

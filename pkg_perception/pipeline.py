@@ -129,6 +129,16 @@ class Pipeline:
             return None
         return t_out_cam[:3, :3] @ t_conv_cam[:3, :3].T
 
+    def _belt_velocity(
+        self, rot: Matrix4 | None, t_out_cam: Matrix4
+    ) -> npt.NDArray[np.float64] | None:
+        """The belt's velocity in the optical frame, configured or estimated; None unknown."""
+        if self.tracker.config.belt_velocity is None and self.tracker.velocity_estimate is None:
+            return None
+        if self.tracker.config.belt_velocity is not None and rot is None:
+            return None  # configured in the conveyor frame, which this frame cannot place
+        return t_out_cam[:3, :3].T @ self.tracker.velocity(rot)
+
     def lift(self, frame: RGBDFrame, seg: Segmentation, belt: BeltPlane) -> list[LiftedParcel]:
         """Every instance in 3D with its pile order; evaluation may swap the order for truth."""
         return lift_all(seg, frame.depth, frame.camera, belt, self.grasping.lift)
@@ -152,7 +162,8 @@ class Pipeline:
             return self._result(frame, out_frame, empty, [], [], (*flags, FLAG_NO_BELT), {})
         flags += belt_flags
         t1 = time.perf_counter()
-        seg = self.segmenter.segment(frame, belt)
+        rot = self._conveyor_rotation(frame, t_out_cam)
+        seg = self.segmenter.segment(frame, belt, self._belt_velocity(rot, t_out_cam))
         if seg.labels.shape != (h, w):
             raise InputError(
                 f'segmenter {self.segmenter.name} returned labels of shape {seg.labels.shape} '
@@ -164,7 +175,6 @@ class Pipeline:
             flags += (FLAG_NO_DEPTH,)
         t3 = time.perf_counter()
         parcels = [_parcel(p, t_out_cam) for p in lifted]
-        rot = self._conveyor_rotation(frame, t_out_cam)
         whole = [_whole(p.instance.box, w, h) for p in lifted]
         centroids = np.array([p.centroid for p in lifted]).reshape(-1, 3)
         parcels = self.tracker.update(

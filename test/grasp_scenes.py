@@ -105,7 +105,9 @@ class SceneSegmenter:
     def __init__(self, blocks: list[Block]) -> None:
         self.blocks = blocks
 
-    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+    def segment(
+        self, frame: RGBDFrame, belt: BeltPlane, belt_velocity: object = None
+    ) -> Segmentation:
         _, labels = render(self.blocks)
         return segmentation(labels, self.blocks)
 

@@ -174,7 +174,9 @@ class _SplittingSegmenter(SceneSegmenter):
         super().__init__(blocks)
         self.split_calls, self.calls = split_calls, 0
 
-    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+    def segment(
+        self, frame: RGBDFrame, belt: BeltPlane, belt_velocity: object = None
+    ) -> Segmentation:
         self.calls += 1
         _, labels = render(self.blocks)
         if self.calls - 1 not in self.split_calls:

@@ -109,7 +109,9 @@ def test_a_segmentation_of_the_wrong_size_is_a_clear_error() -> None:
         name = 'wrong'
         provider = 'test'
 
-        def segment(self, frame: RGBDFrame, belt: object) -> Segmentation:
+        def segment(
+            self, frame: RGBDFrame, belt: object, belt_velocity: object = None
+        ) -> Segmentation:
             return Segmentation.empty(10, 10)
 
     with pytest.raises(InputError, match='wrong returned labels of shape'):
@@ -167,7 +169,9 @@ class _DoubtfulSegmenter(SceneSegmenter):
         super().__init__(blocks)
         self.views = 0
 
-    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+    def segment(
+        self, frame: RGBDFrame, belt: BeltPlane, belt_velocity: object = None
+    ) -> Segmentation:
         seg = super().segment(frame, belt)
         probs = (0.9, 0.03, 0.02, 0.05) if self.views < 2 else (0.35, 0.05, 0.05, 0.55)
         self.views += 1
@@ -209,7 +213,9 @@ class _PillowSegmenter:
         self.labels = labels
         self.views = 0
 
-    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+    def segment(
+        self, frame: RGBDFrame, belt: BeltPlane, belt_velocity: object = None
+    ) -> Segmentation:
         probs = (0.05, 0.9, 0.03, 0.02) if self.views < 2 else (0.55, 0.4, 0.03, 0.02)
         self.views += 1
         cls = ParcelClass.POLYBAG if probs[1] > probs[0] else ParcelClass.BOX

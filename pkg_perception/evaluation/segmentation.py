@@ -176,8 +176,8 @@ class _Capture:
         self.provider = getattr(segmenter, 'provider', '')
         self.last: Segmentation | None = None
 
-    def segment(self, frame: Any, belt: Any) -> Segmentation:
-        self.last = self.segmenter.segment(frame, belt)
+    def segment(self, frame: Any, belt: Any, belt_velocity: Any = None) -> Segmentation:
+        self.last = self.segmenter.segment(frame, belt, belt_velocity)
         return self.last
 
 

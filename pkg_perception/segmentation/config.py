@@ -34,6 +34,10 @@ class SegmentationConfig:
     # classes and edges (validation AP +0.014 to +0.030) for a second inference run, nearly
     # free on a GPU, +9-11 ms a frame on a 2-core CPU. 'gpu': when a GPU provider runs.
     mirror_pass: MirrorPass = 'gpu'
+    # Share of the previous frame's output, moved with the belt, in this frame's (0 = off):
+    # a second look at each parcel for a remap (segmentation/temporal.py). Off: 0.3 gains
+    # mask AP on five bags but loses grasps on one (models/README.md).
+    temporal_weight: float = 0.0
     decode: DecodeParams = field(default_factory=DecodeParams)
 
     def __post_init__(self) -> None:
@@ -45,6 +49,10 @@ class SegmentationConfig:
             )
         if not 1 <= self.threads <= 64:
             raise ConfigError(f'segmentation.threads {self.threads} must be in 1..64')
+        if not 0 <= self.temporal_weight <= 0.9:
+            raise ConfigError(
+                f'segmentation.temporal_weight {self.temporal_weight} must be in [0, 0.9]'
+            )
         if not 0 <= self.min_valid_depth < 1:
             raise ConfigError(
                 f'segmentation.min_valid_depth {self.min_valid_depth} must be in [0, 1)'

@@ -51,7 +51,9 @@ class GeometricSegmenter:
         self.params = params or GeometricParams()
         self.spec = InputSpec()
 
-    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+    def segment(
+        self, frame: RGBDFrame, belt: BeltPlane, belt_velocity: object = None
+    ) -> Segmentation:
         p = self.params
         t0 = time.perf_counter()
         h_full, w_full = frame.depth.shape

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pkg_perception.errors import ModelError
 from pkg_perception.frames import RGBDFrame
@@ -20,6 +21,7 @@ from pkg_perception.segmentation.inputs import prepare_input
 from pkg_perception.segmentation.instance_features import feature_context
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
 from pkg_perception.segmentation.metadata import ModelMetadata
+from pkg_perception.segmentation.temporal import TemporalFusion
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ class OnnxSegmenter:
             ', with a mirror-image pass' if self.mirror_pass else '',
         )
         self._input = self.session.get_inputs()[0].name
+        self.temporal = TemporalFusion(config.temporal_weight)
         for _ in range(config.warmup_runs):
             self._run(np.zeros(self.metadata.expected_input(), dtype=np.float32))
 
@@ -157,7 +160,12 @@ class OnnxSegmenter:
         mirrored = self._run(np.ascontiguousarray(tensor[..., ::-1]))[0]
         return 0.5 * (logits + mirrored[..., ::-1])
 
-    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+    def segment(
+        self,
+        frame: RGBDFrame,
+        belt: BeltPlane,
+        belt_velocity: npt.NDArray[np.float64] | None = None,
+    ) -> Segmentation:
         t0 = time.perf_counter()
         h, w = frame.depth.shape
         prepared = prepare_input(self.metadata.spec, frame.color, frame.depth, frame.camera, belt)
@@ -166,6 +174,9 @@ class OnnxSegmenter:
         t1 = time.perf_counter()
         logits = self.infer(prepared.tensor)
         t2 = time.perf_counter()
+        logits = self.temporal.fuse(
+            logits, frame.stamp_ns, frame.depth, frame.camera, belt, belt_velocity
+        )
         head = self.metadata.instance_head if self.config.instance_head else None
         context = None
         if head is not None:

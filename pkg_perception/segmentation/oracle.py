@@ -18,7 +18,9 @@ class GroundTruthSegmenter:
     name = 'ground-truth'
     provider = 'simulator'
 
-    def segment(self, frame: RGBDFrame, belt: BeltPlane) -> Segmentation:
+    def segment(
+        self, frame: RGBDFrame, belt: BeltPlane, belt_velocity: object = None
+    ) -> Segmentation:
         gt = frame.ground_truth
         if gt is None:
             raise InputError('frame has no ground truth; use a simulated bag or another segmenter')
