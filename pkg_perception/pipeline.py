@@ -129,16 +129,6 @@ class Pipeline:
             return None
         return t_out_cam[:3, :3] @ t_conv_cam[:3, :3].T
 
-    def _belt_velocity(
-        self, rot: Matrix4 | None, t_out_cam: Matrix4
-    ) -> npt.NDArray[np.float64] | None:
-        """The belt's velocity in the optical frame, configured or estimated; None unknown."""
-        if self.tracker.config.belt_velocity is None and self.tracker.velocity_estimate is None:
-            return None
-        if self.tracker.config.belt_velocity is not None and rot is None:
-            return None  # configured in the conveyor frame, which this frame cannot place
-        return t_out_cam[:3, :3].T @ self.tracker.velocity(rot)
-
     def lift(self, frame: RGBDFrame, seg: Segmentation, belt: BeltPlane) -> list[LiftedParcel]:
         """Every instance in 3D with its pile order; evaluation may swap the order for truth."""
         return lift_all(seg, frame.depth, frame.camera, belt, self.grasping.lift)
@@ -163,7 +153,10 @@ class Pipeline:
         flags += belt_flags
         t1 = time.perf_counter()
         rot = self._conveyor_rotation(frame, t_out_cam)
-        seg = self.segmenter.segment(frame, belt, self._belt_velocity(rot, t_out_cam))
+        velocity = self.tracker.known_velocity(rot)  # in the output frame
+        if velocity is not None:
+            velocity = t_out_cam[:3, :3].T @ velocity  # the segmenter's optical frame
+        seg = self.segmenter.segment(frame, belt, velocity)
         if seg.labels.shape != (h, w):
             raise InputError(
                 f'segmenter {self.segmenter.name} returned labels of shape {seg.labels.shape} '

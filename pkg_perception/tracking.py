@@ -148,6 +148,17 @@ class Tracker:
             return v
         return np.zeros(3) if self._estimate is None else self._estimate.copy()
 
+    def known_velocity(
+        self, frame_from_conveyor: npt.ArrayLike | None = None
+    ) -> FloatArray | None:
+        """`velocity` where it is known: configured (and placeable), else measured; else None.
+
+        A configured velocity is in the conveyor frame, so it needs `frame_from_conveyor`.
+        """
+        if self.config.belt_velocity is not None:
+            return None if frame_from_conveyor is None else self.velocity(frame_from_conveyor)
+        return self.velocity_estimate
+
     def update(
         self,
         parcels: Sequence[Parcel],

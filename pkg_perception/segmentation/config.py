@@ -32,7 +32,7 @@ class SegmentationConfig:
     instance_head: bool = True
     # A second pass on the mirror image (left-right), averaged with the first: steadier
     # classes and edges (validation AP +0.014 to +0.030) for a second inference run, nearly
-    # free on a GPU, +9-11 ms a frame on a 2-core CPU. 'gpu': when a GPU provider runs.
+    # free on a GPU, +10-20 ms a frame on a 2-core CPU. 'gpu': when a GPU provider runs.
     mirror_pass: MirrorPass = 'gpu'
     # Share of the previous frame's output, moved with the belt, in this frame's (0 = off):
     # a second look at each parcel for a remap (segmentation/temporal.py). Off: 0.3 gains
