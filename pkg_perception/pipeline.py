@@ -17,14 +17,15 @@ import numpy.typing as npt
 from pkg_perception.class_memory import ClassMemory
 from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import InputError
-from pkg_perception.frames import RGBDFrame
+from pkg_perception.frames import CameraModel, RGBDFrame
+from pkg_perception.geometry import project_points
 from pkg_perception.grasping import GraspConfig, plan
 from pkg_perception.lifting import SOFT_CLASSES, LiftedParcel, lift_all, set_boxes
 from pkg_perception.results import GraspCandidate, OrientedBox, Parcel, PerceptionResult
 from pkg_perception.segmentation.base import Segmenter
 from pkg_perception.segmentation.belt import BeltPlane, estimate_belt_plane
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Instance, Segmentation
-from pkg_perception.tracking import Tracker, TrackingConfig
+from pkg_perception.tracking import LabelsAt, Tracker, TrackingConfig
 from pkg_perception.transforms import Matrix4, TransformTree
 
 CONVEYOR_FRAME = 'conveyor'
@@ -176,6 +177,7 @@ class Pipeline:
             frame_from_conveyor=rot,
             whole=whole,
             positions=centroids @ t_out_cam[:3, :3].T + t_out_cam[:3, 3],
+            labels_at=labels_at(seg.labels, frame.camera, t_out_cam),
         )
         frame_classes = [lp.instance.parcel_class for lp in lifted]
         seg, parcels = self._pool_classes(seg, lifted, parcels)
@@ -340,3 +342,22 @@ def _parcel(p: LiftedParcel, t: Matrix4) -> Parcel:
         velocity=np.zeros(3),
         point_count=len(p.points),
     )
+
+
+def labels_at(
+    labels: npt.NDArray[np.integer], camera: CameraModel, t_out_cam: Matrix4
+) -> LabelsAt:
+    """The tracker's view of the masks: the label under output-frame points, -1 off the image."""
+
+    def at(points: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        optical = (np.asarray(points, dtype=np.float64) - t_out_cam[:3, 3]) @ t_out_cam[:3, :3]
+        uv = np.round(project_points(camera, optical))
+        h, w = labels.shape
+        inside = np.isfinite(uv).all(axis=1)
+        inside[inside] &= (uv[inside] >= 0).all(axis=1) & (uv[inside] < [w, h]).all(axis=1)
+        out = np.full(len(uv), -1, dtype=np.int64)
+        rows, cols = uv[inside, 1].astype(np.int64), uv[inside, 0].astype(np.int64)
+        out[inside] = labels[rows, cols]
+        return out
+
+    return at

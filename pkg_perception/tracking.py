@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,6 +25,9 @@ from pkg_perception.errors import ConfigError
 from pkg_perception.results import GraspCandidate, Parcel
 
 FloatArray = npt.NDArray[np.float64]
+# (N, 3) points in the parcels' frame -> (N,) the label of the mask each projects onto: 0 for
+# the belt (no mask), -1 outside the image.
+LabelsAt = Callable[[FloatArray], npt.NDArray[np.int64]]
 _INFEASIBLE = 1e6
 
 
@@ -42,7 +45,8 @@ class TrackingConfig:
         pile_memory: frames a parcel must be seen resting on another before the tracker
             remembers it there once it is out of sight (0 turns the memory off). It must
             also have been seen on it in most frames that showed both: a neighbour that
-            seemed to lie on it in a few ambiguous views is not remembered.
+            seemed to lie on it in a few ambiguous views is not remembered. Nor is one
+            whose spot, moved on with the belt, shows the lower parcel's own mask.
         class_memory: how much a parcel's earlier frames count in its class against the
             current one (their mean log-probability; 1 as much, 0 turns it off): a
             parcel keeps its class on the belt, a single view can mislead.
@@ -99,6 +103,9 @@ class _Track:
     # both were in view since it was first seen on it.
     carried: dict[int, int] = field(default_factory=dict)
     together: dict[int, int] = field(default_factory=dict)
+    # Track id -> where and when the top of a parcel seen on this one was last seen: moved on
+    # with the belt, the spot to look at once it is out of sight.
+    carried_at: dict[int, tuple[FloatArray, int]] = field(default_factory=dict)
 
 
 class Tracker:
@@ -167,6 +174,7 @@ class Tracker:
         frame_from_conveyor: npt.ArrayLike | None = None,
         whole: Sequence[bool] | None = None,
         positions: npt.ArrayLike | None = None,
+        labels_at: LabelsAt | None = None,
     ) -> list[Parcel]:
         """Give each parcel a track id and the belt velocity; same order as `parcels`.
 
@@ -187,6 +195,12 @@ class Tracker:
                 being uncovered seems to move at another speed).
             positions: (N, 3) reference points in the parcels' frame (e.g. the centroid of
                 each parcel's points); the box centres by default.
+            labels_at: the frame's masks under points of the parcels' frame (`LabelsAt`).
+                A parcel remembered on another is forgotten where the spot it was last
+                seen at, moved on with the belt, now shows the lower parcel's own mask:
+                nothing lies there any more (it was taken off, or it was a piece of the
+                lower parcel that a segmenter had cut off for a few frames). Without it
+                the memory holds until the lower parcel's track ends.
         """
         cfg = self.config
         if self._stamp_ns is not None:
@@ -275,27 +289,39 @@ class Tracker:
         by_id = {t.track_id: t for t in kept}
         seen_now = set(ids)
         out = []
+        top_of = {tid: top[c] for c, tid in enumerate(ids)}
         for p, tid in zip(parcels, ids, strict=True):
             on_it = {by_label[s] for s in p.supports if s in by_label}
             track = by_id[tid]
-            carried, together = track.carried, track.together
+            carried, together, carried_at = track.carried, track.together, track.carried_at
             for s in on_it:
                 carried[s] = carried.get(s, 0) + 1
             for s in carried:
                 if s in seen_now:
                     together[s] = together.get(s, 0) + 1
+                    carried_at[s] = (top_of[s], stamp_ns)
             # Pile order does not change on a belt: a parcel seen on this one for a few
             # frames stays on it after it leaves the view or is hidden. One in view and no
             # longer seen on it has been taken off.
-            remembered = {
+            remembered = [
                 s
                 for s, n in carried.items()
                 if cfg.pile_memory
                 and n >= cfg.pile_memory
                 and 2 * n >= together[s]
                 and s not in seen_now
-            }
-            supports = tuple(sorted(on_it | remembered))
+            ]
+            if remembered and labels_at is not None:
+                spots = [
+                    at + velocity * ((stamp_ns - t) * 1e-9)
+                    for at, t in map(carried_at.get, remembered)
+                ]
+                shows = labels_at(np.array(spots))
+                for s, at in zip(remembered, shows, strict=True):
+                    if at == p.label:  # its spot shows this parcel: it is gone for good
+                        del carried[s], together[s], carried_at[s]
+                remembered = [s for s in remembered if s in carried]
+            supports = tuple(sorted(on_it | set(remembered)))
             out.append(replace(p, track_id=tid, velocity=velocity.copy(), supports=supports))
         return out
 

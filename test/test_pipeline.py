@@ -26,7 +26,7 @@ from pkg_perception.bag.reader import BagFrameReader
 from pkg_perception.classes import ParcelClass
 from pkg_perception.errors import InputError
 from pkg_perception.frames import CameraModel, RGBDFrame
-from pkg_perception.pipeline import FLAG_NO_BELT, FLAG_TF_FALLBACK, Pipeline
+from pkg_perception.pipeline import FLAG_NO_BELT, FLAG_TF_FALLBACK, Pipeline, labels_at
 from pkg_perception.segmentation.belt import BeltPlane
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
 from pkg_perception.segmentation.oracle import GroundTruthSegmenter
@@ -62,6 +62,16 @@ def test_grasps_come_out_in_the_target_frame_from_tf() -> None:
     parcel = next(p for p in result.parcels if p.label == 1)
     assert parcel.height == pytest.approx(0.12, abs=0.002)
     np.testing.assert_allclose(parcel.top_normal, [0.0, 0.0, 1.0], atol=1e-3)
+
+
+def test_the_tracker_sees_the_mask_under_a_point_of_the_output_frame() -> None:
+    result = Pipeline(SceneSegmenter(BLOCKS)).process(frame(BLOCKS))
+    at = labels_at(result.segmentation.labels, CAMERA, T_BASE_CAMERA)
+    tops = np.array([p.top_center for p in result.parcels])
+    np.testing.assert_array_equal(at(tops), [p.label for p in result.parcels])
+    # Between the two blocks lies the belt; far along the belt is off the image.
+    gap, far = T_BASE_CONVEYOR @ [0.0, -0.1, 0.0, 1.0], T_BASE_CONVEYOR @ [5.0, 0.0, 0.0, 1.0]
+    np.testing.assert_array_equal(at(np.array([gap[:3], far[:3]])), [0, -1])
 
 
 def test_configured_extrinsics_stand_in_for_tf() -> None:

@@ -125,6 +125,40 @@ def test_supports_come_back_as_track_ids_and_are_remembered_out_of_sight() -> No
     assert out[0].supports == (upper.track_id,)
 
 
+def test_a_remembered_parcel_is_forgotten_where_its_spot_shows_the_lower_one() -> None:
+    # A segmenter cut a piece off a parcel for four frames, then joined it again: the piece
+    # "rested on" the parcel and vanished, and its spot now shows the parcel itself.
+    def run(shown: list[int]) -> tuple[int, list[tuple[int, ...]], list[np.ndarray]]:
+        """Four frames with the piece on it, then one frame per label its spot shows."""
+        tracker = Tracker(TrackingConfig(belt_velocity=tuple(BELT), pile_memory=3))
+        asked: list[np.ndarray] = []
+        for k in range(4):
+            x = BELT[0] * k * PERIOD_NS * 1e-9
+            parcels = [_parcel(5, x, 0.0, supports=(6,)), _parcel(6, x + 0.05, 0.0)]
+            upper = tracker.update(parcels, k * PERIOD_NS)[1].track_id
+        supports = []
+        for k, label in enumerate(shown, start=6):
+            x = BELT[0] * k * PERIOD_NS * 1e-9
+
+            def at(points: np.ndarray, label: int = label) -> np.ndarray:
+                asked.append(points)
+                return np.full(len(points), label)
+
+            (lower,) = tracker.update([_parcel(5, x, 0.0)], k * PERIOD_NS, labels_at=at)
+            supports.append(lower.supports)
+        return upper, supports, asked
+
+    _, supports, asked = run([5, -1])  # the lower parcel's own mask, then off the image
+    assert supports == [(), ()]  # gone for good once seen gone
+    # It looked where the piece's top was last seen, moved on with the belt for 3 frames.
+    np.testing.assert_allclose(
+        asked[0], [[0.05 + BELT[0] * 6 * PERIOD_NS * 1e-9, 0.0, 0.1]], atol=1e-9
+    )
+    # Off the image (-1), or under a third parcel's mask: still on it.
+    upper, supports, _ = run([-1, 9, -1])
+    assert supports == [(upper,)] * 3
+
+
 def test_a_neighbour_seen_on_it_in_a_few_ambiguous_views_is_not_remembered() -> None:
     tracker = Tracker(TrackingConfig(belt_velocity=tuple(BELT), pile_memory=3))
     for k in range(10):

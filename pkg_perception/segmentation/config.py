@@ -36,7 +36,7 @@ class SegmentationConfig:
     mirror_pass: MirrorPass = 'gpu'
     # Share of the previous frame's output, moved with the belt, in this frame's (0 = off):
     # a second look at each parcel for a remap (segmentation/temporal.py). Off: 0.3 gains
-    # mask AP on five bags but loses grasps on one (models/README.md).
+    # mask AP on five bags but loses it on the 24-frame regression bag (models/README.md).
     temporal_weight: float = 0.0
     decode: DecodeParams = field(default_factory=DecodeParams)
 
