@@ -45,8 +45,9 @@ class TrackingConfig:
         pile_memory: frames a parcel must be seen resting on another before the tracker
             remembers it there once it is out of sight (0 turns the memory off). It must
             also have been seen on it in most frames that showed both: a neighbour that
-            seemed to lie on it in a few ambiguous views is not remembered. Nor is one
-            whose spot, moved on with the belt, shows the lower parcel's own mask.
+            seemed to lie on it in a few ambiguous views is not remembered. It is
+            forgotten once its spot, moved on with the belt, shows the lower parcel's own
+            mask in as many frames in a row.
         class_memory: how much a parcel's earlier frames count in its class against the
             current one (their mean log-probability; 1 as much, 0 turns it off): a
             parcel keeps its class on the belt, a single view can mislead.
@@ -106,6 +107,8 @@ class _Track:
     # Track id -> where and when the top of a parcel seen on this one was last seen: moved on
     # with the belt, the spot to look at once it is out of sight.
     carried_at: dict[int, tuple[FloatArray, int]] = field(default_factory=dict)
+    # Track id -> frames in a row its spot has shown this parcel's own mask.
+    carried_gone: dict[int, int] = field(default_factory=dict)
 
 
 class Tracker:
@@ -199,8 +202,9 @@ class Tracker:
                 A parcel remembered on another is forgotten where the spot it was last
                 seen at, moved on with the belt, now shows the lower parcel's own mask:
                 nothing lies there any more (it was taken off, or it was a piece of the
-                lower parcel that a segmenter had cut off for a few frames). Without it
-                the memory holds until the lower parcel's track ends.
+                lower parcel that a segmenter had cut off for a few frames), once that
+                holds for `pile_memory` frames in a row. Without it the memory holds until
+                the lower parcel's track ends.
         """
         cfg = self.config
         if self._stamp_ns is not None:
@@ -300,6 +304,7 @@ class Tracker:
                 if s in seen_now:
                     together[s] = together.get(s, 0) + 1
                     carried_at[s] = (top_of[s], stamp_ns)
+                    track.carried_gone.pop(s, None)
             # Pile order does not change on a belt: a parcel seen on this one for a few
             # frames stays on it after it leaves the view or is hidden. One in view and no
             # longer seen on it has been taken off.
@@ -317,9 +322,14 @@ class Tracker:
                     for at, t in map(carried_at.get, remembered)
                 ]
                 shows = labels_at(np.array(spots))
+                gone = track.carried_gone
                 for s, at in zip(remembered, shows, strict=True):
-                    if at == p.label:  # its spot shows this parcel: it is gone for good
-                        del carried[s], together[s], carried_at[s]
+                    # Its spot shows this parcel: gone, once that holds for as many frames
+                    # as it took to be remembered (a mask merged with it for a frame or two
+                    # shows the same).
+                    gone[s] = gone.get(s, 0) + 1 if at == p.label else 0
+                    if gone[s] >= cfg.pile_memory:
+                        del carried[s], together[s], carried_at[s], gone[s]
                 remembered = [s for s in remembered if s in carried]
             supports = tuple(sorted(on_it | set(remembered)))
             out.append(replace(p, track_id=tid, velocity=velocity.copy(), supports=supports))

@@ -148,15 +148,17 @@ def test_a_remembered_parcel_is_forgotten_where_its_spot_shows_the_lower_one() -
             supports.append(lower.supports)
         return upper, supports, asked
 
-    _, supports, asked = run([5, -1])  # the lower parcel's own mask, then off the image
-    assert supports == [(), ()]  # gone for good once seen gone
+    # The lower parcel's own mask for 3 frames (pile_memory), then off the image.
+    upper, supports, asked = run([5, 5, 5, -1])
+    assert supports == [(upper,), (upper,), (), ()]  # gone for good once seen gone 3 times
     # It looked where the piece's top was last seen, moved on with the belt for 3 frames.
     np.testing.assert_allclose(
         asked[0], [[0.05 + BELT[0] * 6 * PERIOD_NS * 1e-9, 0.0, 0.1]], atol=1e-9
     )
-    # Off the image (-1), or under a third parcel's mask: still on it.
-    upper, supports, _ = run([-1, 9, -1])
-    assert supports == [(upper,)] * 3
+    # Off the image (-1), under a third parcel's mask, or not 3 frames in a row: still on it
+    # (a mask merged with the lower one's for a frame or two shows the same).
+    upper, supports, _ = run([-1, 9, 5, 5, -1, 5, 5, 9])
+    assert supports == [(upper,)] * 8
 
 
 def test_a_neighbour_seen_on_it_in_a_few_ambiguous_views_is_not_remembered() -> None:
