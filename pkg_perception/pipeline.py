@@ -26,7 +26,7 @@ from pkg_perception.segmentation.base import Segmenter
 from pkg_perception.segmentation.belt import BeltPlane, estimate_belt_plane
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Instance, Segmentation
 from pkg_perception.tracking import LabelsAt, Tracker, TrackingConfig
-from pkg_perception.transforms import Matrix4, TransformTree
+from pkg_perception.transforms import Matrix4, TransformTree, invert, transform_points
 
 CONVEYOR_FRAME = 'conveyor'
 FLAG_TF_FALLBACK = 'tf_fallback_camera_frame'
@@ -348,16 +348,13 @@ def labels_at(
     labels: npt.NDArray[np.integer], camera: CameraModel, t_out_cam: Matrix4
 ) -> LabelsAt:
     """The tracker's view of the masks: the label under output-frame points, -1 off the image."""
+    h, w = labels.shape
 
     def at(points: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        optical = (np.asarray(points, dtype=np.float64) - t_out_cam[:3, 3]) @ t_out_cam[:3, :3]
-        uv = np.round(project_points(camera, optical))
-        h, w = labels.shape
-        inside = np.isfinite(uv).all(axis=1)
-        inside[inside] &= (uv[inside] >= 0).all(axis=1) & (uv[inside] < [w, h]).all(axis=1)
-        out = np.full(len(uv), -1, dtype=np.int64)
-        rows, cols = uv[inside, 1].astype(np.int64), uv[inside, 0].astype(np.int64)
-        out[inside] = labels[rows, cols]
+        u, v = np.round(project_points(camera, transform_points(invert(t_out_cam), points))).T
+        inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)  # NaN (behind the camera) is not
+        out = np.full(len(u), -1, dtype=np.int64)
+        out[inside] = labels[v[inside].astype(np.int64), u[inside].astype(np.int64)]
         return out
 
     return at

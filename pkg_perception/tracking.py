@@ -92,6 +92,17 @@ class TrackingConfig:
 
 
 @dataclass
+class _Load:
+    """A parcel seen resting on a track's parcel: what its pile-order memory keeps."""
+
+    top: FloatArray  # (3,) where its top was last seen
+    stamp_ns: int  # when
+    seen_on: int = 0  # frames it was seen resting on the track's parcel
+    together: int = 0  # frames both were in view since it was first seen on it
+    gone: int = 0  # frames in a row its spot, moved on with the belt, showed the lower mask
+
+
+@dataclass
 class _Track:
     track_id: int
     position: FloatArray  # (3,) reference point (centroid or box centre) at the last update
@@ -100,15 +111,8 @@ class _Track:
     parcel_class: ParcelClass
     missed: int = 0
     age: int = 0  # frames since the track started
-    # Track id -> frames it was seen resting on this one (pile order memory), and frames
-    # both were in view since it was first seen on it.
-    carried: dict[int, int] = field(default_factory=dict)
-    together: dict[int, int] = field(default_factory=dict)
-    # Track id -> where and when the top of a parcel seen on this one was last seen: moved on
-    # with the belt, the spot to look at once it is out of sight.
-    carried_at: dict[int, tuple[FloatArray, int]] = field(default_factory=dict)
-    # Track id -> frames in a row its spot has shown this parcel's own mask.
-    carried_gone: dict[int, int] = field(default_factory=dict)
+    # Track id -> a parcel seen resting on this one (pile order memory).
+    loads: dict[int, _Load] = field(default_factory=dict)
 
 
 class Tracker:
@@ -296,41 +300,38 @@ class Tracker:
         top_of = {tid: top[c] for c, tid in enumerate(ids)}
         for p, tid in zip(parcels, ids, strict=True):
             on_it = {by_label[s] for s in p.supports if s in by_label}
-            track = by_id[tid]
-            carried, together, carried_at = track.carried, track.together, track.carried_at
+            loads = by_id[tid].loads
             for s in on_it:
-                carried[s] = carried.get(s, 0) + 1
-            for s in carried:
+                loads.setdefault(s, _Load(top_of[s], stamp_ns)).seen_on += 1
+            for s, load in loads.items():
                 if s in seen_now:
-                    together[s] = together.get(s, 0) + 1
-                    carried_at[s] = (top_of[s], stamp_ns)
-                    track.carried_gone.pop(s, None)
+                    load.together += 1
+                    load.top, load.stamp_ns, load.gone = top_of[s], stamp_ns, 0
             # Pile order does not change on a belt: a parcel seen on this one for a few
             # frames stays on it after it leaves the view or is hidden. One in view and no
             # longer seen on it has been taken off.
             remembered = [
                 s
-                for s, n in carried.items()
+                for s, load in loads.items()
                 if cfg.pile_memory
-                and n >= cfg.pile_memory
-                and 2 * n >= together[s]
+                and load.seen_on >= cfg.pile_memory
+                and 2 * load.seen_on >= load.together
                 and s not in seen_now
             ]
             if remembered and labels_at is not None:
                 spots = [
-                    at + velocity * ((stamp_ns - t) * 1e-9)
-                    for at, t in map(carried_at.get, remembered)
+                    loads[s].top + velocity * ((stamp_ns - loads[s].stamp_ns) * 1e-9)
+                    for s in remembered
                 ]
-                shows = labels_at(np.array(spots))
-                gone = track.carried_gone
-                for s, at in zip(remembered, shows, strict=True):
+                for s, at in zip(remembered, labels_at(np.array(spots)), strict=True):
                     # Its spot shows this parcel: gone, once that holds for as many frames
                     # as it took to be remembered (a mask merged with it for a frame or two
                     # shows the same).
-                    gone[s] = gone.get(s, 0) + 1 if at == p.label else 0
-                    if gone[s] >= cfg.pile_memory:
-                        del carried[s], together[s], carried_at[s], gone[s]
-                remembered = [s for s in remembered if s in carried]
+                    load = loads[s]
+                    load.gone = load.gone + 1 if at == p.label else 0
+                    if load.gone >= cfg.pile_memory:
+                        del loads[s]
+                remembered = [s for s in remembered if s in loads]
             supports = tuple(sorted(on_it | set(remembered)))
             out.append(replace(p, track_id=tid, velocity=velocity.copy(), supports=supports))
         return out

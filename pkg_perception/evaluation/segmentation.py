@@ -105,12 +105,26 @@ class SegmentationScorer:
             )
         return image_id
 
-    def add_detections(self, name: str, image_id: int, seg: Segmentation) -> None:
-        """One detection per mask and class it offers (`mask_detections`)."""
+    def add_detections(
+        self,
+        name: str,
+        image_id: int,
+        seg: Segmentation,
+        rles: dict[int, dict[str, Any]] | None = None,
+    ) -> dict[int, dict[str, Any]]:
+        """One detection per mask and class it offers (`mask_detections`).
+
+        `rles` (label -> RLE) holds masks already encoded for the same label image, so a
+        second set of classes for the same masks is not encoded again; returns them.
+        """
         dets = self.dt.setdefault(name, [])
+        rles = {} if rles is None else rles
         for inst in seg.instances:
+            if inst.label not in rles:
+                rles[inst.label] = encode(seg.mask(inst))
             classes = ((inst.parcel_class, inst.score), *inst.alternatives)
-            dets += mask_detections(image_id, encode(seg.mask(inst)), classes)
+            dets += mask_detections(image_id, rles[inst.label], classes)
+        return rles
 
     def _coco_gt(self) -> COCO:
         coco = COCO()
@@ -231,11 +245,15 @@ def evaluate_bag(
             classes = {p.parcel_id: p.parcel_class for p in gt.truth.parcels}
             image_id = scorer.add_truth(gt.instance_ids, classes, is_pile_frame(gt.truth))
             for name, seg in segs.items():
-                scorer.add_detections(name, image_id, seg)
+                rles = scorer.add_detections(name, image_id, seg)
                 own = captures[name].last
-                if own is not None and any(i.class_probs for i in own.instances):
-                    pooled.add(name)
-                scorer.add_detections(name + ONE_FRAME, image_id, own or seg)
+                if own is None or not any(i.class_probs for i in own.instances):
+                    continue  # nothing pooled: its own output is what was scored
+                pooled.add(name)
+                same_masks = own.labels is seg.labels  # pooling moves classes, not masks
+                scorer.add_detections(
+                    name + ONE_FRAME, image_id, own, rles if same_masks else None
+                )
             if preview is not None and is_pile_frame(gt.truth):
                 rows.append((frame, segs))
         bar.close()
