@@ -20,6 +20,7 @@ from pkg_perception.segmentation.config import SegmentationConfig
 from pkg_perception.segmentation.inputs import InputSpec, prepare_input
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH
 from pkg_perception.segmentation.onnx import OnnxSegmenter
+from pkg_perception.training import simdata
 from pkg_perception.training.coco import coco_arrays, write_coco_dataset
 from pkg_perception.training.export import export_onnx
 from pkg_perception.training.run import run_training, save_weights
@@ -29,6 +30,7 @@ from pkg_perception.training.train import (
     PUSH_MARGIN,
     TrainConfig,
     build_model,
+    class_weights,
     embedding_loss,
     instance_weights,
     load_init,
@@ -84,6 +86,32 @@ def test_shards_load_in_order_into_one_set(tmp_path):
     for key in ('inputs', 'classes', 'edge', 'instances'):
         want = np.concatenate([s[key] for s in shards])
         assert got[key].dtype == want.dtype and np.array_equal(got[key], want)
+
+
+def test_a_set_larger_than_memory_is_refused_before_loading(tmp_path, monkeypatch):
+    n = 4
+    np.savez(
+        tmp_path / '0.npz',
+        inputs=np.zeros((n, 5, 8, 8), np.float16),
+        classes=np.zeros((n, 8, 8), np.uint8),
+        edge=np.zeros((n, 8, 8), np.uint8),
+        instances=np.zeros((n, 8, 8), np.uint8),
+    )
+    need = n * (5 * 64 * 2 + 3 * 64)
+    monkeypatch.setattr(simdata, 'available_memory', lambda: need)  # 90 % of it is too little
+    with pytest.raises(ConfigError, match=r'needs .* GB of memory .* about 0 fit: --seeds'):
+        load_shards([tmp_path / '0.npz'])
+    monkeypatch.setattr(simdata, 'available_memory', lambda: 2 * need)
+    assert load_shards([tmp_path / '0.npz'])['inputs'].shape == (n, 5, 8, 8)
+
+
+def test_class_weights_count_every_block_of_frames():
+    classes = np.random.default_rng(0).choice(5, size=(150, 3, 4), p=[0.7, 0.1, 0.1, 0.06, 0.04])
+    freq = np.bincount(classes.ravel(), minlength=5) / classes.size
+    want = freq**-0.5 / (freq * freq**-0.5).sum()
+    got = class_weights(classes.astype(np.uint8), 0.5).numpy()
+    assert np.allclose(got, want, rtol=1e-5)
+    assert np.isclose((freq * got).sum(), 1.0)  # an average pixel weighs 1
 
 
 def test_touching_boundaries_mark_edges_between_parcels_not_against_the_belt():

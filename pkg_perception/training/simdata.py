@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pkg_perception.errors import ConfigError
 from pkg_perception.frames import depth_from_millimetres
 from pkg_perception.processes import worker_context
 from pkg_perception.segmentation.belt import BeltPlane
@@ -118,18 +119,35 @@ def build_sim_dataset(
     return paths
 
 
+def available_memory() -> int | None:
+    """Bytes the kernel could give a process now without swapping (None off Linux)."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def load_shards(paths: Iterable[Path]) -> dict[str, np.ndarray]:
     """Concatenate shards into one in-memory set.
 
     Frames are counted in a first pass (over the smallest array), then every shard is
     copied into arrays of the full size: the peak is the set itself (750 cells: 11 GB),
-    not the set twice as with a concatenate.
+    not the set twice as with a concatenate. A set that cannot fit is refused before any
+    copy: the kernel would otherwise kill the run without a word.
     """
     paths = list(paths)
     counts = []
     for p in paths:
         with np.load(p) as shard:
             counts.append(len(shard['edge']))
+    if paths and counts[0]:
+        with np.load(paths[0]) as shard:
+            frame_bytes = sum(shard[k].nbytes for k in SHARD_KEYS) / counts[0]
+        _check_fits(frame_bytes * sum(counts), frame_bytes * counts[0])
     out: dict[str, np.ndarray] = {}
     at = 0
     for p, n in zip(paths, counts, strict=True):
@@ -141,3 +159,15 @@ def load_shards(paths: Iterable[Path]) -> dict[str, np.ndarray]:
                 out[k][at : at + n] = part
         at += n
     return out
+
+
+def _check_fits(need: float, per_seed: float) -> None:
+    free = available_memory()
+    # The model, optimizer and batches take a little more; 90 % leaves them room.
+    if free is not None and need > 0.9 * free:
+        raise ConfigError(
+            f'the training set needs {need / 1e9:.1f} GB of memory and only '
+            f'{free / 1e9:.1f} GB are available: train on fewer cells (each takes '
+            f'{per_seed / 1e6:.0f} MB, so about {int(0.9 * free / per_seed)} fit: --seeds) '
+            'or on a machine with more memory'
+        )

@@ -102,8 +102,14 @@ def augment(
 
 
 def class_weights(classes: np.ndarray, power: float) -> torch.Tensor:
-    """Per-class loss weights, frequency**-power, scaled so an average pixel weighs 1."""
-    freq = np.bincount(classes.ravel(), minlength=NUM_CLASSES).astype(np.float64)
+    """Per-class loss weights, frequency**-power, scaled so an average pixel weighs 1.
+
+    Counted a block of frames at a time: bincount widens its input to int64, which over
+    the whole set would take eight times its size (10 GB more for 1,000 cells).
+    """
+    freq = np.zeros(NUM_CLASSES, dtype=np.float64)
+    for start in range(0, len(classes), 64):
+        freq += np.bincount(classes[start : start + 64].ravel(), minlength=NUM_CLASSES)
     freq = np.maximum(freq / max(freq.sum(), 1.0), 1e-4)
     w = freq**-power
     return torch.tensor(w / (freq * w).sum(), dtype=torch.float32)
