@@ -302,7 +302,9 @@ class Tracker:
             on_it = {by_label[s] for s in p.supports if s in by_label}
             loads = by_id[tid].loads
             for s in on_it:
-                loads.setdefault(s, _Load(top_of[s], stamp_ns)).seen_on += 1
+                if s not in loads:
+                    loads[s] = _Load(top_of[s], stamp_ns)
+                loads[s].seen_on += 1
             for s, load in loads.items():
                 if s in seen_now:
                     load.together += 1

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pkg_perception.frames import CameraModel
+from pkg_perception.frames import CameraModel, usable_depth
 from pkg_perception.segmentation.belt import BeltPlane
 
 # Frames further apart than this are not fused: a dropped stretch or a new recording.
@@ -65,7 +65,7 @@ def previous_pixels(
     with np.errstate(divide='ignore', invalid='ignore'):
         on_belt = rays @ belt.normal.astype(np.float32)
         np.divide(-float(belt.offset), on_belt, out=on_belt)
-        z = np.where(np.isfinite(depth) & (depth > 0), depth, on_belt)
+        z = np.where(usable_depth(depth), depth, on_belt)
         x = rays[..., 0] * z - dx
         y = rays[..., 1] * z - dy
         z -= dz
