@@ -92,6 +92,24 @@ def test_bad_arguments_say_what_is_wrong(
     assert not (tmp_path / 'x').exists()
 
 
+@pytest.mark.parametrize(
+    ('args', 'message'),
+    [
+        (['--blocks', '0,two'], 'comma-separated counts'),
+        (['--blocks', '0,-1,2'], 'comma-separated counts'),
+        (['--precision', 'fp16'], 'invalid choice'),
+    ],
+)
+def test_bad_training_arguments_say_what_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(['train', '--out', str(tmp_path / 'x'), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / 'x').exists()
+
+
 def test_bad_config_value_is_a_clean_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

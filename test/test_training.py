@@ -196,10 +196,26 @@ def test_resume_gives_the_same_weights_as_one_run(coco_dir, tmp_path):
     train(replace(config, steps=2), train_set, val_set, tmp_path / 'two', progress=False)
     ckpt = torch.load(tmp_path / 'two' / 'last.pt', weights_only=False)
     ckpt['config']['steps'] = 4
+    del ckpt['config']['precision']  # as checkpoints written before it existed
     torch.save(ckpt, tmp_path / 'two' / 'last.pt')
     two = train(config, train_set, val_set, tmp_path / 'two', progress=False)
     for (k, a), b in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_bf16_training_writes_float32_weights_in_the_usual_layout(coco_dir, weights, tmp_path):
+    config = TrainConfig(steps=2, eval_every=1, precision='bf16', **TINY)
+    out = run_training(
+        tmp_path / 'bf16', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir, init=weights
+    )
+    tuned = torch.load(out, weights_only=False)
+    assert tuned['config']['precision'] == 'bf16'
+    assert all(v.dtype != torch.bfloat16 and v.is_contiguous() for v in tuned['model'].values())
+    base = torch.load(weights, weights_only=False)
+    assert any(not torch.equal(tuned['model'][k], v) for k, v in base['model'].items())
+    assert all(torch.isfinite(v).all() for v in tuned['model'].values())
+    with pytest.raises(ConfigError, match='precision'):
+        TrainConfig(precision='fp16')
 
 
 def test_fine_tune_from_weights_on_coco(coco_dir, weights, tmp_path):
@@ -250,6 +266,22 @@ def test_stride_one_embedding_model_grows_from_stride_two_weights_and_exports(
         train(
             config, *coco_arrays(coco_dir, SPEC, 0, 2), tmp_path / 'x', init_weights=tuned['model']
         )
+
+
+def test_deeper_stages_grow_from_weights_as_identity_blocks(weights):
+    base = torch.load(weights, weights_only=False)
+    config = TrainConfig(steps=1, spec=SPEC, **{**TINY, 'blocks': (0, 2, 2)})
+    model = build_model(config)
+    fresh = load_init(model, base['model'])
+    assert fresh == ['down16.2 (identity)', 'down8.2 (identity)']
+    old = build_model(replace(config, blocks=TINY['blocks']))
+    old.load_state_dict(base['model'])
+    x = torch.randn(2, 5, SPEC.height, SPEC.width)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), old.eval()(x))  # exactly where the weights left off
+    # Fewer blocks than the weights hold is refused, not half loaded.
+    with pytest.raises(ConfigError, match='do not fit'):
+        load_init(build_model(replace(config, blocks=(0, 1, 0))), base['model'])
 
 
 def test_exported_model_has_metadata_and_passes_checker(onnx_model):
@@ -346,3 +378,12 @@ def test_unavailable_providers_fall_back_to_cpu_with_reasons(onnx_model):
     assert 'not in this onnxruntime build' in seg.skipped.get(
         'cuda', 'not in this onnxruntime build'
     )
+
+
+def test_training_benchmark_times_every_variant_on_simulated_frames():
+    from pkg_perception.training.benchmark import VARIANTS, _time_recipe
+
+    config = TrainConfig(steps=1, spec=SPEC, output_stride=1, instance_balance=0.5, **TINY)
+    times = _time_recipe(config, seed=3, steps=2)
+    assert list(times) == list(VARIANTS)
+    assert all(len(ts) == 2 and min(ts) > 0 for ts in times.values())

@@ -27,11 +27,11 @@ from pkg_perception.errors import ConfigError
 from pkg_perception.segmentation.inputs import INPUT_CHANNELS
 from pkg_perception.segmentation.metadata import ModelMetadata
 from pkg_perception.training.model import ParcelNet
-from pkg_perception.training.run import config_from_dict, load_weights
-from pkg_perception.training.train import build_model
+from pkg_perception.training.run import load_weights
+from pkg_perception.training.train import build_model, config_from_dict
 
 OPSET = 18
-MODEL_VERSION = '1.7.1'
+MODEL_VERSION = '1.8'
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from pkg_perception.errors import ConfigError, ModelError
 from pkg_perception.segmentation.inputs import InputSpec
 from pkg_perception.training.simdata import SimDataPlan, build_sim_dataset, load_shards
-from pkg_perception.training.train import Arrays, TrainConfig, train
+from pkg_perception.training.train import Arrays, TrainConfig, config_from_dict, train
 
 WEIGHTS = 'model.pt'
 VAL_SEEDS = 8  # the plan's last seeds are kept for validation losses
@@ -37,19 +37,9 @@ def load_weights(path: Path) -> dict[str, Any]:
 
 
 def save_weights(path: Path, model: torch.nn.Module, config: TrainConfig, info: dict) -> None:
-    torch.save({'model': model.state_dict(), 'config': asdict(config), 'info': info}, path)
-
-
-def config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Inverse of dataclasses.asdict for TrainConfig (tuples and the nested spec)."""
-    d = dict(d)
-    d.setdefault('output_stride', 2)  # weights written before stride 1 existed
-    spec = dict(d.pop('spec'))
-    spec['height_range'] = tuple(spec['height_range'])
-    return TrainConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()},
-        spec=InputSpec(**spec),
-    )
+    # Contiguous: training runs channels-last, but the file should not care how it ran.
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    torch.save({'model': state, 'config': asdict(config), 'info': info}, path)
 
 
 def sim_arrays(
@@ -73,6 +63,7 @@ def run_training(
     init: Path | None = None,
     output_stride: int | None = None,
     embed_dims: int | None = None,
+    blocks: tuple[int, ...] | None = None,
     workers: int = 2,
 ) -> Path:
     """Train on simulated frames, or fine-tune on COCO-format RGB-D images; return weights.
@@ -80,6 +71,8 @@ def run_training(
     `output_stride` None keeps the --init weights' stride (or the config's without --init);
     1 from stride-2 weights adds the full-resolution stage and trains it from scratch.
     `embed_dims` likewise: None keeps those of --init; more adds embedding channels.
+    `blocks` likewise: None keeps those of --init; more in a stage adds residual blocks
+    that start as the identity.
     """
     init_weights = None
     if init is not None:
@@ -88,7 +81,7 @@ def run_training(
         config = replace(
             config,
             widths=base.widths,
-            blocks=base.blocks,
+            blocks=base.blocks if blocks is None else blocks,
             spec=base.spec,
             output_stride=base.output_stride if output_stride is None else output_stride,
             embed_dims=base.embed_dims if embed_dims is None else embed_dims,
@@ -99,6 +92,8 @@ def run_training(
             config = replace(config, output_stride=output_stride)
         if embed_dims is not None:
             config = replace(config, embed_dims=embed_dims)
+        if blocks is not None:
+            config = replace(config, blocks=blocks)
     if coco is not None:
         from pkg_perception.training.coco import coco_arrays
 
