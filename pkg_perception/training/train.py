@@ -370,9 +370,8 @@ def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
     grown = _grow_rows(own, weights)
     fits.update(grown)
     new_blocks = _new_blocks(model, weights)
-    fresh_ok = tuple(f'{name}.' for name in new_blocks)
-    if model.output_stride == 1:
-        fresh_ok += STRIDE1_STAGES
+    in_new_block = tuple(f'{name}.' for name in new_blocks)
+    fresh_ok = in_new_block + (STRIDE1_STAGES if model.output_stride == 1 else ())
     wrong = sorted(
         k for k in set(weights) | set(own) if k not in fits and not k.startswith(fresh_ok)
     )
@@ -386,7 +385,7 @@ def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
     for block in new_blocks.values():
         torch.nn.init.zeros_(block.b[1].weight)
         torch.nn.init.zeros_(block.b[1].bias)
-    fresh = {k.split('.')[0] for k in own if k not in fits} - {n.split('.')[0] for n in new_blocks}
+    fresh = {k.split('.')[0] for k in own if k not in fits and not k.startswith(in_new_block)}
     fresh |= {f'{k.split(".")[0]} (embedding rows)' for k in grown}
     fresh |= {f'{name} (identity)' for name in new_blocks}
     return sorted(fresh)
