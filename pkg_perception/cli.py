@@ -318,7 +318,8 @@ def _add_evaluate_segmentation(sub: argparse._SubParsersAction) -> None:
         help='COCO mask AP of the model and the geometric baseline on a simulated bag',
         description='COCO mask AP of what the pipeline publishes (classes pooled along '
         "each parcel's track) for the model and the geometric baseline, and of the model's "
-        'own frame-by-frame output',
+        'own frame-by-frame output; then what became of each visible parcel (found, wrong '
+        'class, merged with a neighbour, split, missed), by class and by visible area',
     )
     p.add_argument('bag', type=Path)
     p.add_argument('--model', type=Path, help='ONNX model (default: the shipped one)')
@@ -351,6 +352,7 @@ def _cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
 
     from pkg_perception.cli_replay import load_cli_config
     from pkg_perception.config import build_segmenter
+    from pkg_perception.evaluation.mask_errors import format_errors
     from pkg_perception.evaluation.segmentation import evaluate_bag, format_table
     from pkg_perception.segmentation.geometric import GeometricSegmenter
 
@@ -365,6 +367,8 @@ def _cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
         tracking=config.tracking,
     )
     print(format_table(results))
+    print('\nWhat became of each visible parcel at IoU 0.5 (each mask once, its top class):')
+    print(format_errors(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

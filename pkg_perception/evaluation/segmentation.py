@@ -21,6 +21,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pkg_perception.classes import ParcelClass
+from pkg_perception.evaluation.mask_errors import judge_frame, tally
 from pkg_perception.segmentation.instances import Segmentation
 
 CATEGORIES = [{'id': int(c), 'name': c.label} for c in ParcelClass]
@@ -147,7 +148,25 @@ class SegmentationScorer:
         out['piles'] = _evaluate(gt, dets, self.pile_images, None)
         out['pile_frames'] = len(self.pile_images)
         out['per_class'] = {c.label: _evaluate(gt, dets, every, [int(c)]) for c in ParcelClass}
+        out['errors'] = self.errors(name)
         return out
+
+    def errors(self, name: str) -> dict[str, Any]:
+        """What became of each visible parcel (`mask_errors`): found, wrong class, merged..."""
+        masks: dict[int, list[tuple[dict[str, Any], int]]] = {}
+        for d in self.dt.get(name, []):
+            if d.get('top_class', True):
+                masks.setdefault(d['image_id'], []).append((d['segmentation'], d['category_id']))
+        truth: dict[int, list[dict[str, Any]]] = {}
+        for g in self.gt:
+            truth.setdefault(g['image_id'], []).append(g)
+        rows = []
+        for image_id, parcels in truth.items():
+            pairs = [(g['segmentation'], g['category_id']) for g in parcels]
+            outcomes = judge_frame(pairs, masks.get(image_id, []))
+            for g, outcome in zip(parcels, outcomes, strict=True):
+                rows.append((ParcelClass(g['category_id']).label, g['area'], outcome))
+        return tally(rows, [c.label for c in ParcelClass])
 
 
 def _evaluate(

@@ -31,7 +31,7 @@ from pkg_perception.training.run import load_weights
 from pkg_perception.training.train import build_model, config_from_dict
 
 OPSET = 18
-MODEL_VERSION = '1.8'
+MODEL_VERSION = '1.9'
 
 
 @dataclass(frozen=True)
