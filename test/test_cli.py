@@ -73,38 +73,27 @@ def test_existing_output_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize(
-    ('args', 'message'),
+    ('command', 'args', 'message'),
     [
-        (['--frames', '0'], 'must be at least 1'),
-        (['--frames', 'ten'], 'not an integer'),
-        (['--scene', 'heap'], 'invalid choice'),
-        (['--storage', 'zip'], 'invalid choice'),
-        (['--seed', '-1'], 'must be 0 or more'),
+        ('simulate', ['--frames', '0'], 'must be at least 1'),
+        ('simulate', ['--frames', 'ten'], 'not an integer'),
+        ('simulate', ['--scene', 'heap'], 'invalid choice'),
+        ('simulate', ['--storage', 'zip'], 'invalid choice'),
+        ('simulate', ['--seed', '-1'], 'must be 0 or more'),
+        ('train', ['--blocks', '0,two'], 'comma-separated counts'),
+        ('train', ['--blocks', '0,-1,2'], 'comma-separated counts'),
+        ('train', ['--precision', 'fp16'], 'invalid choice'),
     ],
 )
 def test_bad_arguments_say_what_is_wrong(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    args: list[str],
+    message: str,
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(['simulate', '--out', str(tmp_path / 'x'), *args])
-    assert exc.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / 'x').exists()
-
-
-@pytest.mark.parametrize(
-    ('args', 'message'),
-    [
-        (['--blocks', '0,two'], 'comma-separated counts'),
-        (['--blocks', '0,-1,2'], 'comma-separated counts'),
-        (['--precision', 'fp16'], 'invalid choice'),
-    ],
-)
-def test_bad_training_arguments_say_what_is_wrong(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(['train', '--out', str(tmp_path / 'x'), *args])
+        main([command, '--out', str(tmp_path / 'x'), *args])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / 'x').exists()

@@ -69,7 +69,7 @@ def test_tally_counts_by_class_and_visible_area():
     assert area_bin(6400) == '>=6400' and area_bin(99.9) == '<100'
 
 
-def test_scorer_reports_outcomes_next_to_ap():
+def test_scorer_reports_each_parcels_outcome():
     labels, masks = _labels(), _masks(_labels())
     scorer = SegmentationScorer()
     image = scorer.add_truth(labels, {i: ParcelClass(c) for i, c in CLASSES.items()}, pile=False)
@@ -79,7 +79,7 @@ def test_scorer_reports_outcomes_next_to_ap():
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         instances.append(Instance(i, ParcelClass(MASK_CLASSES[i]), 0.9, box, len(xs)))
     scorer.add_detections('model', image, Segmentation(masks, instances))
-    errors = scorer.scores('model')['errors']
+    errors = scorer.errors('model')
     assert errors['by_class']['all'] == {
         'found': 1,
         'wrong_class': 1,

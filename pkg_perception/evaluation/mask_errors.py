@@ -93,14 +93,14 @@ def tally(rows: Iterable[tuple[str, float, str]], labels: Sequence[str]) -> dict
 
 def format_errors(results: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown: per segmenter, its parcels' outcomes by class, then by visible area."""
-    head = '| segmenter | parcels | ' + ' | '.join(o.replace('_', ' ') for o in OUTCOMES) + ' |'
+    columns = ' | '.join(o.replace('_', ' ') for o in OUTCOMES)
     rule = '|' + '---|' * (len(OUTCOMES) + 2)
     lines = []
     for name, r in results.items():
         errors = r.get('errors')
         if not errors:
             continue
-        lines += ['', head.replace('segmenter', f'{name}: class / visible px'), rule]
+        lines += ['', f'| {name}: class / visible px | parcels | {columns} |', rule]
         for group in ('by_class', 'by_area'):
             for key, counts in errors[group].items():
                 total = sum(counts.values())

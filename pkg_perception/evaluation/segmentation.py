@@ -148,7 +148,6 @@ class SegmentationScorer:
         out['piles'] = _evaluate(gt, dets, self.pile_images, None)
         out['pile_frames'] = len(self.pile_images)
         out['per_class'] = {c.label: _evaluate(gt, dets, every, [int(c)]) for c in ParcelClass}
-        out['errors'] = self.errors(name)
         return out
 
     def errors(self, name: str) -> dict[str, Any]:
@@ -286,7 +285,7 @@ def evaluate_bag(
     names = [
         n for name in segmenters for n in (name, name + ONE_FRAME) if n == name or name in pooled
     ]
-    return {name: scorer.scores(name) for name in names}
+    return {name: {**scorer.scores(name), 'errors': scorer.errors(name)} for name in names}
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:

@@ -36,13 +36,6 @@ VARIANTS: dict[str, tuple[str, torch.memory_format]] = {
 }
 
 
-def _frames(config: TrainConfig, seed: int, count: int) -> Arrays:
-    plan = SimDataPlan(first_seed=seed, seeds=1, frames_per_seed=count)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = render_shard(plan, config.spec, config.output_stride, seed, Path(tmp) / 's.npz')
-        return Arrays(**load_shards([path]))
-
-
 RECIPES: dict[str, TrainConfig] = {
     '`train` as it comes (stride 2)': TrainConfig(),
     'ParcelNet 1.8 (stride 1, blocks 0,2,3,2, `--instance-balance 0.5`)': TrainConfig(
@@ -50,6 +43,13 @@ RECIPES: dict[str, TrainConfig] = {
     ),
 }
 WARMUP = 3
+
+
+def _frames(config: TrainConfig, seed: int, count: int) -> Arrays:
+    plan = SimDataPlan(first_seed=seed, seeds=1, frames_per_seed=count)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = render_shard(plan, config.spec, config.output_stride, seed, Path(tmp) / 's.npz')
+        return Arrays(**load_shards([path]))
 
 
 def _time_recipe(config: TrainConfig, seed: int, steps: int) -> dict[str, list[float]]:
