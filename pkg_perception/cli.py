@@ -312,6 +312,42 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        'quantize',
+        help="write a model's INT8 sibling for the CPU provider (after fit-instance-head)",
+        description='Quantize the stages at stride 8 and coarser to 8-bit (static, calibrated '
+        'on simulated frames) and keep the finer ones float; write MODEL.int8.onnx with the '
+        "float model's metadata and its SHA-256, which the runtime checks before running it "
+        'on a CPU in place of MODEL. Run it again after every change to MODEL.',
+    )
+    p.add_argument('--model', type=Path, default=Path('models/parcelnet.onnx'))
+    p.add_argument('--out', type=Path, help='default: MODEL with .int8.onnx')
+    p.add_argument(
+        '--min-stride',
+        type=_positive_int,
+        default=8,
+        help='quantize nodes whose output is at this stride or coarser (default 8)',
+    )
+    p.add_argument('--cells', type=_positive_int, default=8, help='simulated calibration cells')
+    p.add_argument('--frames-per-cell', type=_positive_int, default=6)
+    p.set_defaults(func=_cmd_quantize)
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from pkg_perception.training.quantize import quantize_model
+
+    report = quantize_model(
+        args.model,
+        args.out,
+        min_stride=args.min_stride,
+        cells=args.cells,
+        frames_per_cell=args.frames_per_cell,
+    )
+    print(report.to_json())
+    return 0
+
+
 def _add_evaluate_segmentation(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         'evaluate-segmentation',
@@ -613,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark_sim(sub)
     _add_train(sub)
     _add_export(sub)
+    _add_quantize(sub)
     from pkg_perception.cli_instance_head import add_command as add_fit_instance_head
 
     add_fit_instance_head(sub)

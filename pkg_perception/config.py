@@ -168,6 +168,8 @@ SEGMENTATION_DOC = SectionDoc(
         'providers': 'ONNX Runtime execution providers to try, in order',
         'threads': 'ONNX Runtime intra-op threads on the CPU provider',
         'trt_fp16': 'let TensorRT build FP16 engines',
+        'cpu_int8': "on the CPU provider, run the model's INT8 sibling (<model>.int8.onnx) "
+        'when it was quantized from that very file',
         'trt_cache_dir': 'where TensorRT engines are cached between runs',
         'warmup_runs': 'inference runs on a blank input at load, before the first frame',
         'fallback_to_geometric': 'if the model cannot be loaded, run the depth-only '

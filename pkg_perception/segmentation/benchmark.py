@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,12 @@ def benchmark_segmentation(
 ) -> str:
     """Time both segmenters on the same simulated pile frames, interleaved, in one process."""
     frames, belt = _frames(20, seed)
-    onnx_seg = OnnxSegmenter(
-        model, SegmentationConfig(providers=providers, mirror_pass=mirror_pass)
-    )
+    config = SegmentationConfig(providers=providers, mirror_pass=mirror_pass)
+    onnx_seg = OnnxSegmenter(model, config)
     geo = GeometricSegmenter()
     stages: dict[str, list[float]] = {'preprocess': [], 'inference': [], 'postprocess': []}
-    total = {'model': [], 'geometric': []}
+    total: dict[str, list[float]] = {'model': [], 'geometric': [], 'float': []}
+    float_inference: list[float] = []
     for k in range(runs):
         frame = frames[k % len(frames)]
         t = time.perf_counter()
@@ -56,6 +57,18 @@ def benchmark_segmentation(
         t = time.perf_counter()
         geo.segment(frame, belt)
         total['geometric'].append((time.perf_counter() - t) * 1e3)
+    int8 = bool(onnx_seg.metadata.quantized_from)
+    if int8:
+        # The float model after its INT8 sibling, on the same frames, so the table says what
+        # quantizing saves. Not interleaved: two sessions in one process take each other's
+        # cores (ONNX Runtime's threads spin-wait after a run).
+        exact = OnnxSegmenter(model, replace(config, cpu_int8=False))
+        for k in range(runs):
+            t = time.perf_counter()
+            float_inference.append(
+                exact.segment(frames[k % len(frames)], belt).timings_ms['inference']
+            )
+            total['float'].append((time.perf_counter() - t) * 1e3)
     p50 = float(np.median(total['model']))
     flag = f' --mirror-pass {mirror_pass}' if mirror_pass != 'gpu' else ''
     p99 = float(np.percentile(total['model'], 99))
@@ -72,10 +85,27 @@ def benchmark_segmentation(
         f'| **model, total** | {_percentiles(total["model"])} |',
         *(f'| model: {s} | {_percentiles(v)} |' for s, v in stages.items()),
         f'| geometric baseline, total | {_percentiles(total["geometric"])} |',
+        *(
+            [
+                f'| model in float (`cpu_int8: false`, timed after), total | '
+                f'{_percentiles(total["float"])} |',
+                f'| model in float: inference | {_percentiles(float_inference)} |',
+            ]
+            if int8
+            else []
+        ),
         '',
         f'Target p50 <= 25 ms and p99 <= 40 ms: p50 {p50:.1f} ms '
         f'({"met" if p50 <= 25 else "NOT met"}), p99 {p99:.1f} ms '
         f'({"met" if p99 <= 40 else "NOT met"}).',
+        *(
+            [
+                f'INT8 / float, p50: total {p50 / np.median(total["float"]):.2f}, inference '
+                f'{np.median(stages["inference"]) / np.median(float_inference):.2f}.'
+            ]
+            if int8
+            else []
+        ),
     ]
     text = '\n'.join(lines)
     if doc is not None:

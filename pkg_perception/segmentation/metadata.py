@@ -15,6 +15,7 @@ from pkg_perception.segmentation.instance_head import METADATA_KEY, InstanceHead
 
 FORMAT = 'pkg_perception/parcelnet/v1'
 CLASSES = ('background', *(c.label for c in ParcelClass))
+QUANTIZED_FROM_KEY = 'quantized_from'
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class ModelMetadata:
     classes: tuple[str, ...] = CLASSES
     embed_dims: int = 0  # embedding channels after the edge distance (none before 1.6)
     instance_head: InstanceHead | None = None  # re-classes and re-scores masks (1.7 on)
+    # SHA-256 of the float model an INT8 model was quantized from ('' for a float model):
+    # the runtime runs an INT8 sibling only in place of that very file.
+    quantized_from: str = ''
 
     def to_props(self, extra: dict[str, Any] | None = None) -> dict[str, str]:
         s = self.spec
@@ -60,6 +64,8 @@ class ModelMetadata:
         }
         if self.instance_head is not None:
             props[METADATA_KEY] = self.instance_head.to_json()
+        if self.quantized_from:
+            props[QUANTIZED_FROM_KEY] = self.quantized_from
         for k, v in (extra or {}).items():
             props[k] = v if isinstance(v, str) else json.dumps(v)
         return props
@@ -97,6 +103,7 @@ class ModelMetadata:
                     if METADATA_KEY in props
                     else None
                 ),
+                quantized_from=props.get(QUANTIZED_FROM_KEY, ''),
             )
         except (KeyError, ValueError, TypeError) as err:
             raise ModelError(

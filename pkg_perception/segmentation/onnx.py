@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from pkg_perception.segmentation.decode import decode
 from pkg_perception.segmentation.inputs import prepare_input
 from pkg_perception.segmentation.instance_features import feature_context
 from pkg_perception.segmentation.instances import FLAG_NO_DEPTH, Segmentation
-from pkg_perception.segmentation.metadata import ModelMetadata
+from pkg_perception.segmentation.metadata import QUANTIZED_FROM_KEY, ModelMetadata
 from pkg_perception.segmentation.temporal import TemporalFusion
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,36 @@ def provider_list(config: SegmentationConfig) -> tuple[list[Any], dict[str, str]
             )
         else:
             chosen.append(ort_name)
-    if 'CPUExecutionProvider' not in [c if isinstance(c, str) else c[0] for c in chosen]:
+    if ORT_NAMES['cpu'] not in [_ort_name(c) for c in chosen]:
         chosen.append('CPUExecutionProvider')  # ONNX Runtime needs it for unsupported nodes
     return chosen, skipped
+
+
+def int8_sibling(model: Path) -> Path:
+    """Where `pkg-perception quantize` writes a model's INT8 version, which the CPU runs."""
+    return model.with_suffix('.int8.onnx')
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _ort_name(provider: Any) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
+def _open_session(path: Path, options: Any, providers: list[Any]) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:
+        raise ModelError(
+            f'cannot load model {path}: {str(err).splitlines()[0][:300]}. The file is not a '
+            'valid ONNX model (truncated copy? a Git LFS pointer?); re-export it with '
+            '`pkg-perception export` (an .int8.onnx: `pkg-perception quantize`) or restore it '
+            'from models/'
+        ) from None
 
 
 class OnnxSegmenter:
@@ -83,20 +111,30 @@ class OnnxSegmenter:
                 '`pkg-perception train` then `pkg-perception export`'
             )
         self.config = config
-        self.path = path
         providers, self.skipped = provider_list(config)
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as err:
-            raise ModelError(
-                f'cannot load model {path}: {str(err).splitlines()[0][:300]}. The file is not a '
-                'valid ONNX model (truncated copy? a Git LFS pointer?); re-export it with '
-                '`pkg-perception export` or restore models/parcelnet.onnx'
-            ) from None
+        session = None
+        sibling = int8_sibling(path)
+        on_cpu = _ort_name(providers[0]) == ORT_NAMES['cpu']
+        if config.cpu_int8 and on_cpu and sibling.is_file():
+            session = _open_session(sibling, options, providers)
+            made_from = session.get_modelmeta().custom_metadata_map.get(QUANTIZED_FROM_KEY)
+            if made_from == file_sha256(path):
+                path = sibling
+            else:
+                log.warning(
+                    'segmentation: not using %s: it was quantized from another model than %s; '
+                    'refresh it with `pkg-perception quantize --model %s`',
+                    sibling,
+                    path,
+                    path,
+                )
+                session = None
+        self.session = session or _open_session(path, options, providers)
+        self.path = path
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_props(props, str(path))
         self._check_shapes()
@@ -124,7 +162,8 @@ class OnnxSegmenter:
 
     @property
     def name(self) -> str:
-        return f'{self.metadata.name}-{self.metadata.version}'
+        precision = '-int8' if self.metadata.quantized_from else ''
+        return f'{self.metadata.name}-{self.metadata.version}{precision}'
 
     def _check_shapes(self) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
