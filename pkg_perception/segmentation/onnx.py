@@ -133,7 +133,7 @@ class OnnxSegmenter:
                     path,
                 )
                 session = None
-        self.session = session or _open_session(path, options, providers)
+        self.session = session if session is not None else _open_session(path, options, providers)
         self.path = path
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_props(props, str(path))
