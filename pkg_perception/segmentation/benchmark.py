@@ -30,6 +30,37 @@ def _percentiles(ms: list[float]) -> str:
     return f'{np.median(a):.1f} | {np.percentile(a, 99):.1f}'
 
 
+def _float_comparison(
+    model: Path,
+    config: SegmentationConfig,
+    frames: list[RGBDFrame],
+    belt: BeltPlane,
+    runs: int,
+    int8_p50: float,
+    int8_inference: list[float],
+) -> tuple[list[str], list[str]]:
+    """Table rows and a ratio line for the float model, timed after its INT8 sibling.
+
+    Not interleaved with it: two sessions in one process take each other's cores (ONNX
+    Runtime's threads spin-wait after a run).
+    """
+    exact = OnnxSegmenter(model, replace(config, cpu_int8=False))
+    total, inference = [], []
+    for k in range(runs):
+        t = time.perf_counter()
+        inference.append(exact.segment(frames[k % len(frames)], belt).timings_ms['inference'])
+        total.append((time.perf_counter() - t) * 1e3)
+    rows = [
+        f'| model in float (`cpu_int8: false`, timed after), total | {_percentiles(total)} |',
+        f'| model in float: inference | {_percentiles(inference)} |',
+    ]
+    ratio = (
+        f'INT8 / float, p50: total {int8_p50 / np.median(total):.2f}, inference '
+        f'{np.median(int8_inference) / np.median(inference):.2f}.'
+    )
+    return rows, [ratio]
+
+
 def benchmark_segmentation(
     model: Path,
     *,
@@ -45,8 +76,7 @@ def benchmark_segmentation(
     onnx_seg = OnnxSegmenter(model, config)
     geo = GeometricSegmenter()
     stages: dict[str, list[float]] = {'preprocess': [], 'inference': [], 'postprocess': []}
-    total: dict[str, list[float]] = {'model': [], 'geometric': [], 'float': []}
-    float_inference: list[float] = []
+    total: dict[str, list[float]] = {'model': [], 'geometric': []}
     for k in range(runs):
         frame = frames[k % len(frames)]
         t = time.perf_counter()
@@ -57,21 +87,14 @@ def benchmark_segmentation(
         t = time.perf_counter()
         geo.segment(frame, belt)
         total['geometric'].append((time.perf_counter() - t) * 1e3)
-    int8 = bool(onnx_seg.metadata.quantized_from)
-    if int8:
-        # The float model after its INT8 sibling, on the same frames, so the table says what
-        # quantizing saves. Not interleaved: two sessions in one process take each other's
-        # cores (ONNX Runtime's threads spin-wait after a run).
-        exact = OnnxSegmenter(model, replace(config, cpu_int8=False))
-        for k in range(runs):
-            t = time.perf_counter()
-            float_inference.append(
-                exact.segment(frames[k % len(frames)], belt).timings_ms['inference']
-            )
-            total['float'].append((time.perf_counter() - t) * 1e3)
     p50 = float(np.median(total['model']))
     flag = f' --mirror-pass {mirror_pass}' if mirror_pass != 'gpu' else ''
     p99 = float(np.percentile(total['model'], 99))
+    float_rows, float_ratio = (
+        _float_comparison(model, config, frames, belt, runs, p50, stages['inference'])
+        if onnx_seg.metadata.quantized_from
+        else ([], [])
+    )
     lines = [
         f'Segmentation at 640x480 (`pkg-perception benchmark-segmentation{flag}`), {runs} '
         f'frames of simulated piles, one process, segmenters interleaved. '
@@ -85,27 +108,12 @@ def benchmark_segmentation(
         f'| **model, total** | {_percentiles(total["model"])} |',
         *(f'| model: {s} | {_percentiles(v)} |' for s, v in stages.items()),
         f'| geometric baseline, total | {_percentiles(total["geometric"])} |',
-        *(
-            [
-                f'| model in float (`cpu_int8: false`, timed after), total | '
-                f'{_percentiles(total["float"])} |',
-                f'| model in float: inference | {_percentiles(float_inference)} |',
-            ]
-            if int8
-            else []
-        ),
+        *float_rows,
         '',
         f'Target p50 <= 25 ms and p99 <= 40 ms: p50 {p50:.1f} ms '
         f'({"met" if p50 <= 25 else "NOT met"}), p99 {p99:.1f} ms '
         f'({"met" if p99 <= 40 else "NOT met"}).',
-        *(
-            [
-                f'INT8 / float, p50: total {p50 / np.median(total["float"]):.2f}, inference '
-                f'{np.median(stages["inference"]) / np.median(float_inference):.2f}.'
-            ]
-            if int8
-            else []
-        ),
+        *float_ratio,
     ]
     text = '\n'.join(lines)
     if doc is not None:

@@ -24,7 +24,7 @@ class SegmentationConfig:
     trt_fp16: bool = True
     # On the CPU provider, run the model's INT8 sibling (`<model>.int8.onnx`, written by
     # `pkg-perception quantize` from that very file) when there is one: its 1/8 and 1/16
-    # stages in 8-bit, ~3 ms less inference on a 2-core CPU at the same AP (models/README.md).
+    # stages in 8-bit: about 0.65x the inference time on a 2-core CPU (models/README.md).
     cpu_int8: bool = True
     trt_cache_dir: str = '~/.cache/pkg_perception/trt'
     warmup_runs: int = 3

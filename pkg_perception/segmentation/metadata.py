@@ -29,8 +29,9 @@ class ModelMetadata:
     classes: tuple[str, ...] = CLASSES
     embed_dims: int = 0  # embedding channels after the edge distance (none before 1.6)
     instance_head: InstanceHead | None = None  # re-classes and re-scores masks (1.7 on)
-    # SHA-256 of the float model an INT8 model was quantized from ('' for a float model):
-    # the runtime runs an INT8 sibling only in place of that very file.
+    # SHA-256 of the float model an INT8 model was quantized from ('' for a float model),
+    # written by `pkg-perception quantize`: the runtime runs an INT8 sibling only in place
+    # of that very file.
     quantized_from: str = ''
 
     def to_props(self, extra: dict[str, Any] | None = None) -> dict[str, str]:
@@ -64,8 +65,6 @@ class ModelMetadata:
         }
         if self.instance_head is not None:
             props[METADATA_KEY] = self.instance_head.to_json()
-        if self.quantized_from:
-            props[QUANTIZED_FROM_KEY] = self.quantized_from
         for k, v in (extra or {}).items():
             props[k] = v if isinstance(v, str) else json.dumps(v)
         return props
