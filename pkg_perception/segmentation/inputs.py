@@ -59,9 +59,20 @@ def check_size(spec: InputSpec, width: int, height: int) -> None:
 
 
 @lru_cache(maxsize=8)
-def _ray_dot(spec: InputSpec, camera: CameraModel, normal: tuple[float, ...]) -> np.ndarray:
+def _grid_rays(spec: InputSpec, camera: CameraModel) -> tuple[np.ndarray, np.ndarray]:
+    """x/z and y/z of the rays through the model's pixels, once per camera.
+
+    Cached apart from the belt's normal: an estimated belt has a new normal every frame.
+    """
     us, vs = spec.grid(camera.width, camera.height)
-    return (pixel_rays(camera, us, vs) @ np.asarray(normal)).astype(np.float32)
+    rays = pixel_rays(camera, us, vs)
+    return rays[..., 0].astype(np.float32), rays[..., 1].astype(np.float32)
+
+
+def _ray_dot(spec: InputSpec, camera: CameraModel, normal: tuple[float, ...]) -> np.ndarray:
+    x, y = _grid_rays(spec, camera)
+    nx, ny, nz = (np.float32(c) for c in normal)
+    return x * nx + y * ny + nz
 
 
 @dataclass(frozen=True)
