@@ -69,9 +69,9 @@ def _grid_rays(spec: InputSpec, camera: CameraModel) -> tuple[np.ndarray, np.nda
     return rays[..., 0].astype(np.float32), rays[..., 1].astype(np.float32)
 
 
-def _ray_dot(spec: InputSpec, camera: CameraModel, normal: tuple[float, ...]) -> np.ndarray:
+def _ray_dot(spec: InputSpec, camera: CameraModel, normal: npt.ArrayLike) -> np.ndarray:
     x, y = _grid_rays(spec, camera)
-    nx, ny, nz = (np.float32(c) for c in normal)
+    nx, ny, nz = np.asarray(normal, dtype=np.float32)
     return x * nx + y * ny + nz
 
 
@@ -115,8 +115,8 @@ def height_map(
     z = depth[np.ix_(vs, us)]
     with np.errstate(invalid='ignore'):
         valid = np.isfinite(z) & (z > 0)
-    n = tuple(float(x) for x in belt.normal)
-    height = np.where(valid, z * _ray_dot(spec, camera, n) + np.float32(belt.offset), 0.0)
+    dot = _ray_dot(spec, camera, belt.normal)
+    height = np.where(valid, z * dot + np.float32(belt.offset), 0.0)
     lo, hi = spec.height_range
     np.clip(height, lo, hi, out=height)
     return height.astype(np.float32, copy=False), valid
