@@ -207,6 +207,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         f'(default {d.instance_balance})',
     )
     p.add_argument(
+        '--distill',
+        type=float,
+        default=d.distill_weight,
+        help="share of the loss spent matching the --init model's output averaged with its "
+        "mirror image's (self-distillation; 0 to 1, default "
+        f'{d.distill_weight})',
+    )
+    p.add_argument(
         '--output-stride',
         type=int,
         choices=(1, 2),
@@ -259,6 +267,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         touching_weight=args.touching_weight,
         instance_balance=args.instance_balance,
+        distill_weight=args.distill,
     )
     plan = SimDataPlan(seeds=args.seeds, frames_per_seed=args.frames_per_seed)
     init = args.init

@@ -31,10 +31,12 @@ from pkg_perception.training.train import (
     TrainConfig,
     build_model,
     class_weights,
+    distill_losses,
     embedding_loss,
     instance_weights,
     load_init,
     losses,
+    mirror_averaged,
     touching_boundaries,
     train,
 )
@@ -229,6 +231,41 @@ def test_fine_tune_from_weights_on_coco(coco_dir, weights, tmp_path):
     assert tuned['config']['spec']['width'] == SPEC.width  # the base model's input size
     changed = [not torch.equal(tuned['model'][k], v) for k, v in base['model'].items()]
     assert any(changed)
+
+
+def test_distillation_targets_are_mirror_symmetric_and_matched_best_by_the_teacher(weights):
+    blob = torch.load(weights, weights_only=False)
+    model = build_model(TrainConfig(spec=SPEC, **TINY))
+    model.load_state_dict(blob['model'])
+    model.eval()
+    x = torch.randn(2, 5, SPEC.height, SPEC.width, generator=torch.Generator().manual_seed(1))
+    teacher = mirror_averaged(model, x, 'fp32')
+    # The mirror image's target is the target mirrored: what the runtime's mirror pass gives.
+    torch.testing.assert_close(mirror_averaged(model, x.flip(-1), 'fp32'), teacher.flip(-1))
+    cls = torch.randint(0, 5, teacher[:, 0].shape, generator=torch.Generator().manual_seed(2))
+    weights_ = torch.tensor([0.5, 1.0, 2.0, 2.0, 3.0])
+    exact = distill_losses(teacher, teacher, cls, weights_, None)
+    noise = torch.randn(teacher.shape, generator=torch.Generator().manual_seed(3))
+    off = distill_losses(teacher + noise, teacher, cls, weights_, None)
+    assert exact[0] < off[0] and exact[1] < off[1]
+
+
+def test_distilled_fine_tune_records_its_teacher_and_needs_init(coco_dir, weights, tmp_path):
+    config = TrainConfig(steps=2, eval_every=1, distill_weight=0.5, **TINY)
+    out = run_training(
+        tmp_path / 'kd', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir, init=weights
+    )
+    tuned = torch.load(out, weights_only=False)
+    assert tuned['info']['distilled_from'] == str(weights)
+    assert tuned['config']['distill_weight'] == 0.5
+    base = torch.load(weights, weights_only=False)
+    assert any(not torch.equal(tuned['model'][k], v) for k, v in base['model'].items())
+    log = (tmp_path / 'kd' / 'log.jsonl').read_text()
+    assert 'distill_ce' in log
+    with pytest.raises(ConfigError, match='--init'):
+        run_training(tmp_path / 'kd2', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir)
+    with pytest.raises(ConfigError, match='distill_weight'):
+        TrainConfig(distill_weight=1.5)
 
 
 def test_stride_one_embedding_model_grows_from_stride_two_weights_and_exports(

@@ -14,8 +14,15 @@ import torch
 
 from pkg_perception.errors import ConfigError, ModelError
 from pkg_perception.segmentation.inputs import InputSpec
+from pkg_perception.training.model import ParcelNet
 from pkg_perception.training.simdata import SimDataPlan, build_sim_dataset, load_shards
-from pkg_perception.training.train import Arrays, TrainConfig, config_from_dict, train
+from pkg_perception.training.train import (
+    Arrays,
+    TrainConfig,
+    config_from_dict,
+    teacher_model,
+    train,
+)
 
 WEIGHTS = 'model.pt'
 VAL_SEEDS = 8  # the plan's last seeds are kept for validation losses
@@ -75,9 +82,14 @@ def run_training(
     that start as the identity.
     """
     init_weights = None
+    teacher: ParcelNet | None = None
+    if config.distill_weight > 0 and init is None:
+        raise ConfigError('--distill learns from the --init model: give --init')
     if init is not None:
         blob = load_weights(init)
         base = config_from_dict(blob['config'])
+        if config.distill_weight > 0:
+            teacher = teacher_model(blob['model'], base)
         config = replace(
             config,
             widths=base.widths,
@@ -105,12 +117,13 @@ def run_training(
         train_set, val_set = sim_arrays(cache, plan, config.spec, config.output_stride, workers)
         source = {'simulator': asdict(plan), 'validation_seeds': VAL_SEEDS}
     print(f'training on {len(train_set)} frames, validating on {len(val_set)}')
-    model = train(config, train_set, val_set, out, init_weights=init_weights)
+    model = train(config, train_set, val_set, out, init_weights=init_weights, teacher=teacher)
     log = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
     last_val = [r for r in log if 'val_loss' in r][-1]
     info = {
         'data': source,
         'init': str(init) if init else None,
+        'distilled_from': str(init) if teacher is not None else None,
         'steps': config.steps,
         'train_seconds': log[-1].get('elapsed_s'),
         'validation': {k: v for k, v in last_val.items() if k.startswith('val_')},

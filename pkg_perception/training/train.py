@@ -53,6 +53,10 @@ class TrainConfig:
     # Class weights go as frequency**-class_balance: mailers and envelopes cover a few
     # per cent of the pixels and were drowned out by boxes at 0 (plain cross-entropy).
     class_balance: float = 0.5
+    # Share of the loss given to matching the --init model's output averaged with its
+    # mirror image's (self-distillation): the mirror pass's steadier output learnt into a
+    # single pass, which is all the CPU can afford. 0: the ground truth alone.
+    distill_weight: float = 0.0
     checkpoint_every: int = 250
     eval_every: int = 500
     threads: int = 2
@@ -68,6 +72,8 @@ class TrainConfig:
             raise ConfigError(f'precision {self.precision!r}: one of {", ".join(PRECISIONS)}')
         if not 0 < self.lr < 1:
             raise ConfigError(f'lr {self.lr} must be in (0, 1)')
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f'distill_weight {self.distill_weight} must be in [0, 1]')
 
 
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
@@ -75,6 +81,7 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     d = dict(d)
     d.setdefault('output_stride', 2)  # weights written before stride 1 existed
     d.setdefault('precision', 'fp32')  # and before bf16
+    d.setdefault('distill_weight', 0.0)  # and before self-distillation
     spec = dict(d.pop('spec'))
     spec['height_range'] = tuple(spec['height_range'])
     return TrainConfig(
@@ -207,18 +214,10 @@ def instance_weights(inst: torch.Tensor, power: float) -> torch.Tensor:
     return torch.where(inst > 0, w.clamp(0.25, 4.0)[seg].reshape(inst.shape), torch.ones(()))
 
 
-def losses(
-    logits: torch.Tensor,
-    cls: torch.Tensor,
-    edge: torch.Tensor,
-    config: TrainConfig,
-    weights: torch.Tensor | None = None,
-    inst: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cross-entropy on the class map, BCE on the edge distance, the embedding loss."""
-    if inst is None and (config.embed_dims > 0 or config.instance_balance > 0):
-        raise ConfigError('embed_dims and instance_balance need instance targets')
-    ce = F.cross_entropy(logits[:, :NUM_CLASSES], cls.long(), weight=weights)
+def _pixel_weights(
+    cls: torch.Tensor, edge: torch.Tensor, config: TrainConfig, inst: torch.Tensor | None
+) -> torch.Tensor | None:
+    """Edge-loss weight of each pixel: touching boundaries and small parcels count more."""
     pixel_weight = None
     if config.touching_weight > 0:
         pixel_weight = 1.0 + config.touching_weight * touching_boundaries(cls, edge).float()
@@ -226,11 +225,62 @@ def losses(
         assert inst is not None
         balance = instance_weights(inst, config.instance_balance)
         pixel_weight = balance if pixel_weight is None else pixel_weight * balance
+    return pixel_weight
+
+
+def distill_losses(
+    logits: torch.Tensor,
+    teacher: torch.Tensor,
+    cls: torch.Tensor,
+    weights: torch.Tensor | None,
+    pixel_weight: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy against the teacher's class probabilities, BCE against its edge.
+
+    Weighted as the ground-truth terms are (each pixel's class weight by its true class,
+    the edge's pixel weights), so rare classes and slivers keep their say.
+    """
+    log_p = F.log_softmax(logits[:, :NUM_CLASSES], dim=1)
+    soft = -(F.softmax(teacher[:, :NUM_CLASSES], dim=1) * log_p).sum(1)
+    if weights is not None:
+        w = weights[cls.long()]
+        ce = (soft * w).sum() / w.sum()
+    else:
+        ce = soft.mean()
+    bce = F.binary_cross_entropy_with_logits(
+        logits[:, NUM_CLASSES], torch.sigmoid(teacher[:, NUM_CLASSES]), weight=pixel_weight
+    )
+    return ce, bce
+
+
+def losses(
+    logits: torch.Tensor,
+    cls: torch.Tensor,
+    edge: torch.Tensor,
+    config: TrainConfig,
+    weights: torch.Tensor | None = None,
+    inst: torch.Tensor | None = None,
+    teacher: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy on the class map, BCE on the edge distance, the embedding loss.
+
+    With `teacher` logits (and `config.distill_weight`), that share of the class and edge
+    terms matches the teacher instead of the ground truth.
+    """
+    if inst is None and (config.embed_dims > 0 or config.instance_balance > 0):
+        raise ConfigError('embed_dims and instance_balance need instance targets')
+    ce = F.cross_entropy(logits[:, :NUM_CLASSES], cls.long(), weight=weights)
+    pixel_weight = _pixel_weights(cls, edge, config, inst)
     bce = F.binary_cross_entropy_with_logits(
         logits[:, NUM_CLASSES], edge.float() / 255.0, weight=pixel_weight
     )
     total = ce + config.edge_weight * bce
     parts = {'ce': ce.item(), 'edge': bce.item()}
+    if teacher is not None and config.distill_weight > 0:
+        t_ce, t_bce = distill_losses(logits, teacher, cls, weights, pixel_weight)
+        distill = t_ce + config.edge_weight * t_bce
+        total = (1 - config.distill_weight) * total + config.distill_weight * distill
+        parts.update(distill_ce=t_ce.item(), distill_edge=t_bce.item())
     if config.embed_dims > 0:
         assert inst is not None
         emb = embedding_loss(logits[:, NUM_CLASSES + 1 :], inst)
@@ -256,6 +306,16 @@ def forward(
         return model(x).float()
 
 
+@torch.no_grad()
+def mirror_averaged(model: ParcelNet, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """Logits averaged with those of the left-right mirror image, mirrored back.
+
+    What the runtime's mirror pass (`segmentation.mirror_pass`) decodes.
+    """
+    mirrored = forward(model, x.flip(-1), precision).flip(-1)
+    return 0.5 * (forward(model, x, precision) + mirrored)
+
+
 def train_step(
     model: ParcelNet,
     opt: torch.optim.Optimizer,
@@ -263,11 +323,13 @@ def train_step(
     config: TrainConfig,
     weights: torch.Tensor | None,
     memory_format: torch.memory_format = torch.channels_last,
+    teacher: ParcelNet | None = None,
 ) -> dict[str, float]:
     """One optimizer step on a batch; returns the losses."""
     x, cls, edge, inst = batch
+    soft = None if teacher is None else mirror_averaged(teacher, x, config.precision)
     logits = forward(model, x, config.precision, memory_format)
-    loss, parts = losses(logits, cls, edge, config, weights, inst)
+    loss, parts = losses(logits, cls, edge, config, weights, inst, soft)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -316,6 +378,13 @@ def validate(
 
 def build_model(config: TrainConfig) -> ParcelNet:
     return ParcelNet(config.widths, config.blocks, config.output_stride, config.embed_dims)
+
+
+def teacher_model(weights: dict[str, torch.Tensor], config: TrainConfig) -> ParcelNet:
+    """The --init model as it stands, frozen, for self-distillation."""
+    model = build_model(config)
+    model.load_state_dict(weights)
+    return model.eval().requires_grad_(False)
 
 
 # What a stride-1 model does not share with a stride-2 one: its full-resolution stage.
@@ -405,9 +474,18 @@ def train(
     out_dir: Path,
     *,
     init_weights: dict[str, torch.Tensor] | None = None,
+    teacher: ParcelNet | None = None,
     progress: bool = True,
 ) -> ParcelNet:
-    """Train, resuming from `out_dir/last.pt` when it exists for the same config."""
+    """Train, resuming from `out_dir/last.pt` when it exists for the same config.
+
+    `teacher` (with `config.distill_weight` > 0) is the frozen model whose mirror-averaged
+    output the run also learns from.
+    """
+    if config.distill_weight > 0 and teacher is None:
+        raise ConfigError('distill_weight needs a teacher model (train with --init)')
+    if teacher is not None:
+        teacher = teacher.to(memory_format=torch.channels_last).eval().requires_grad_(False)
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -454,7 +532,7 @@ def train(
             for g in opt.param_groups:
                 g['lr'] = _lr_at(step, config)
             batch = augment(*to_tensors(train_set, indices(step)), gen)
-            parts = train_step(model, opt, batch, config, weights)
+            parts = train_step(model, opt, batch, config, weights, teacher=teacher)
             step += 1
             bar.update()
             bar.set_postfix(loss=f'{parts["loss"]:.3f}')
