@@ -264,6 +264,16 @@ def test_distilled_fine_tune_records_its_teacher_and_needs_init(coco_dir, weight
     assert 'distill_ce' in log
     with pytest.raises(ConfigError, match='--init'):
         run_training(tmp_path / 'kd2', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir)
+    with pytest.raises(ConfigError, match='same --output-stride'):
+        run_training(
+            tmp_path / 'kd3',
+            config,
+            cache=tmp_path,
+            plan=SimDataPlan(),
+            coco=coco_dir,
+            init=weights,
+            output_stride=1,
+        )
     with pytest.raises(ConfigError, match='distill_weight'):
         TrainConfig(distill_weight=1.5)
 

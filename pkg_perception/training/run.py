@@ -99,6 +99,11 @@ def run_training(
             embed_dims=base.embed_dims if embed_dims is None else embed_dims,
         )
         init_weights = blob['model']
+        if teacher is not None and config.output_stride != base.output_stride:
+            raise ConfigError(
+                '--distill needs the --init model at the same --output-stride: distil '
+                'after the stride has changed, from weights trained at it'
+            )
     else:
         if output_stride is not None:
             config = replace(config, output_stride=output_stride)
