@@ -65,6 +65,11 @@ def weights(tmp_path_factory) -> Path:
     return path
 
 
+def _tune_on_coco(out: Path, config: TrainConfig, coco: Path, **kwargs) -> Path:
+    """`run_training` on the COCO test set (the simulator plan and cache go unused)."""
+    return run_training(out, config, cache=out.parent, plan=SimDataPlan(), coco=coco, **kwargs)
+
+
 @pytest.fixture(scope='module')
 def onnx_model(weights, tmp_path_factory) -> Path:
     report = export_onnx(weights, tmp_path_factory.mktemp('onnx') / 'm.onnx')
@@ -207,9 +212,7 @@ def test_resume_gives_the_same_weights_as_one_run(coco_dir, tmp_path):
 
 def test_bf16_training_writes_float32_weights_in_the_usual_layout(coco_dir, weights, tmp_path):
     config = TrainConfig(steps=2, eval_every=1, precision='bf16', **TINY)
-    out = run_training(
-        tmp_path / 'bf16', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir, init=weights
-    )
+    out = _tune_on_coco(tmp_path / 'bf16', config, coco_dir, init=weights)
     tuned = torch.load(out, weights_only=False)
     assert tuned['config']['precision'] == 'bf16'
     assert all(v.dtype != torch.bfloat16 and v.is_contiguous() for v in tuned['model'].values())
@@ -222,9 +225,7 @@ def test_bf16_training_writes_float32_weights_in_the_usual_layout(coco_dir, weig
 
 def test_fine_tune_from_weights_on_coco(coco_dir, weights, tmp_path):
     config = TrainConfig(steps=2, eval_every=1, **TINY)
-    out = run_training(
-        tmp_path / 'ft', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir, init=weights
-    )
+    out = _tune_on_coco(tmp_path / 'ft', config, coco_dir, init=weights)
     tuned = torch.load(out, weights_only=False)
     base = torch.load(weights, weights_only=False)
     assert tuned['info']['init'] == str(weights)
@@ -252,9 +253,7 @@ def test_distillation_targets_are_mirror_symmetric_and_matched_best_by_the_teach
 
 def test_distilled_fine_tune_records_its_teacher_and_needs_init(coco_dir, weights, tmp_path):
     config = TrainConfig(steps=2, eval_every=1, distill_weight=0.5, **TINY)
-    out = run_training(
-        tmp_path / 'kd', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir, init=weights
-    )
+    out = _tune_on_coco(tmp_path / 'kd', config, coco_dir, init=weights)
     tuned = torch.load(out, weights_only=False)
     assert tuned['info']['distilled_from'] == str(weights)
     assert tuned['config']['distill_weight'] == 0.5
@@ -263,17 +262,9 @@ def test_distilled_fine_tune_records_its_teacher_and_needs_init(coco_dir, weight
     log = (tmp_path / 'kd' / 'log.jsonl').read_text()
     assert 'distill_ce' in log
     with pytest.raises(ConfigError, match='--init'):
-        run_training(tmp_path / 'kd2', config, cache=tmp_path, plan=SimDataPlan(), coco=coco_dir)
+        _tune_on_coco(tmp_path / 'kd2', config, coco_dir)
     with pytest.raises(ConfigError, match='same --output-stride'):
-        run_training(
-            tmp_path / 'kd3',
-            config,
-            cache=tmp_path,
-            plan=SimDataPlan(),
-            coco=coco_dir,
-            init=weights,
-            output_stride=1,
-        )
+        _tune_on_coco(tmp_path / 'kd3', config, coco_dir, init=weights, output_stride=1)
     with pytest.raises(ConfigError, match='distill_weight'):
         TrainConfig(distill_weight=1.5)
 
@@ -282,15 +273,8 @@ def test_stride_one_embedding_model_grows_from_stride_two_weights_and_exports(
     coco_dir, weights, frames, tmp_path
 ):
     config = TrainConfig(steps=1, eval_every=1, **TINY)
-    out = run_training(
-        tmp_path / 'fine',
-        config,
-        cache=tmp_path,
-        plan=SimDataPlan(),
-        coco=coco_dir,
-        init=weights,
-        output_stride=1,
-        embed_dims=2,
+    out = _tune_on_coco(
+        tmp_path / 'fine', config, coco_dir, init=weights, output_stride=1, embed_dims=2
     )
     tuned = torch.load(out, weights_only=False)
     base = torch.load(weights, weights_only=False)

@@ -381,10 +381,10 @@ def build_model(config: TrainConfig) -> ParcelNet:
 
 
 def teacher_model(weights: dict[str, torch.Tensor], config: TrainConfig) -> ParcelNet:
-    """The --init model as it stands, frozen, for self-distillation."""
+    """The --init model as it stands, for self-distillation (`train` freezes it)."""
     model = build_model(config)
     model.load_state_dict(weights)
-    return model.eval().requires_grad_(False)
+    return model
 
 
 # What a stride-1 model does not share with a stride-2 one: its full-resolution stage.
