@@ -234,6 +234,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         f'identity (default: those of --init, else {",".join(map(str, d.blocks))})',
     )
     p.add_argument(
+        '--full-width',
+        type=_positive_int,
+        help='channels of the full-resolution stage (--output-stride 1); wider than --init '
+        "starts from its channels (default: that of --init, else half the 1/2 stage's)",
+    )
+    p.add_argument(
         '--seeds', type=_positive_int, default=plan.seeds, help='simulated cells (seeds) to render'
     )
     p.add_argument(
@@ -285,6 +291,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         output_stride=args.output_stride,
         embed_dims=args.embed_dims,
         blocks=args.blocks,
+        full_width=args.full_width,
         workers=args.workers,
     )
     print(f'weights written to {path}; export with: pkg-perception export --weights {path}')

@@ -315,6 +315,26 @@ def test_deeper_stages_grow_from_weights_as_identity_blocks(weights):
         load_init(build_model(replace(config, blocks=(0, 1, 0))), base['model'])
 
 
+def test_wider_full_resolution_stage_grows_from_narrower_weights():
+    torch.manual_seed(0)
+    config = TrainConfig(steps=1, spec=SPEC, output_stride=1, **TINY)
+    narrow = build_model(config)  # full width 4, half the 1/2 stage's 8
+    for p in narrow.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # the refinement is zero at init; make it count
+    wide = build_model(replace(config, full_width=12))
+    assert wide.full_width == 12 and wide.stem1 is not None
+    assert load_init(wide, narrow.state_dict()) == [
+        'refine (widened)',
+        'stem1 (widened)',
+        'up1 (widened)',
+    ]
+    x = torch.randn(2, 5, SPEC.height, SPEC.width)
+    with torch.no_grad():
+        assert torch.allclose(wide.eval()(x), narrow.eval()(x), atol=1e-5)
+        # ... and the new channels are there to learn: they carry signal already.
+        assert wide.stem1(x)[:, 4:].abs().sum() > 0
+
+
 def test_exported_model_has_metadata_and_passes_checker(onnx_model):
     proto = onnx.load(str(onnx_model))
     onnx.checker.check_model(proto, full_check=True)

@@ -73,6 +73,7 @@ class ParcelNet(nn.Module):
     stride-2 logits: a parcel showing only a strip a few pixels wide gets twice as many
     output pixels across, so it can hold a seed. The refinement starts at zero, so a
     stride-1 model grown from stride-2 weights starts exactly where those left off.
+    `full_width` is that stage's width (0: half the 1/2 stage's, as up to 1.9).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class ParcelNet(nn.Module):
         blocks: tuple[int, ...] = (0, 1, 2, 2),
         output_stride: int = 2,
         embed_dims: int = 0,
+        full_width: int = 0,
     ) -> None:
         super().__init__()
         if len(widths) not in (4, 5) or len(blocks) != len(widths) - 1:
@@ -89,6 +91,8 @@ class ParcelNet(nn.Module):
             raise ValueError(f'output_stride {output_stride}: 1 or 2')
         if embed_dims < 0:
             raise ValueError(f'embed_dims {embed_dims}: 0 or more')
+        if full_width < 0:
+            raise ValueError(f'full_width {full_width}: 0 (the default) or more')
         c2, c4, c8, c16 = widths[:4]
         self.widths, self.blocks, self.output_stride = widths, blocks, output_stride
         self.embed_dims = embed_dims
@@ -109,12 +113,14 @@ class ParcelNet(nn.Module):
         self.stem1: nn.Module | None = None
         self.up1: Up | None = None
         self.refine: nn.Conv2d | None = None
+        self.full_width = full_width or c2 // 2
         if output_stride == 1:
-            # Half the width of the 1/2 stage: at full resolution every channel costs four
-            # times as much, and training time is what limits this model.
-            self.stem1 = conv_bn(INPUT_CHANNELS, c2 // 2)
-            self.up1 = Up(c2, c2 // 2, c2 // 2)
-            self.refine = nn.Conv2d(c2 // 2, out_channels, 1)
+            # By default half the width of the 1/2 stage: at full resolution every channel
+            # costs four times as much, and training time is what limits this model.
+            c1 = self.full_width
+            self.stem1 = conv_bn(INPUT_CHANNELS, c1)
+            self.up1 = Up(c2, c1, c1)
+            self.refine = nn.Conv2d(c1, out_channels, 1)
             nn.init.zeros_(self.refine.weight)
             nn.init.zeros_(self.refine.bias)
 

@@ -71,6 +71,7 @@ def run_training(
     output_stride: int | None = None,
     embed_dims: int | None = None,
     blocks: tuple[int, ...] | None = None,
+    full_width: int | None = None,
     workers: int = 2,
 ) -> Path:
     """Train on simulated frames, or fine-tune on COCO-format RGB-D images; return weights.
@@ -79,7 +80,8 @@ def run_training(
     1 from stride-2 weights adds the full-resolution stage and trains it from scratch.
     `embed_dims` likewise: None keeps those of --init; more adds embedding channels.
     `blocks` likewise: None keeps those of --init; more in a stage adds residual blocks
-    that start as the identity.
+    that start as the identity. `full_width` likewise: None keeps that of --init; wider
+    starts from its channels.
     """
     init_weights = None
     teacher: ParcelNet | None = None
@@ -97,6 +99,7 @@ def run_training(
             spec=base.spec,
             output_stride=base.output_stride if output_stride is None else output_stride,
             embed_dims=base.embed_dims if embed_dims is None else embed_dims,
+            full_width=base.full_width if full_width is None else full_width,
         )
         init_weights = blob['model']
         if teacher is not None and config.output_stride != base.output_stride:
@@ -111,6 +114,8 @@ def run_training(
             config = replace(config, embed_dims=embed_dims)
         if blocks is not None:
             config = replace(config, blocks=blocks)
+        if full_width is not None:
+            config = replace(config, full_width=full_width)
     if coco is not None:
         from pkg_perception.training.coco import coco_arrays
 

@@ -39,6 +39,8 @@ class TrainConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128, 160)
     blocks: tuple[int, ...] = (0, 1, 2, 2)
     output_stride: int = 2  # model input pixels per output pixel, each way
+    # Channels of the full-resolution stage (stride 1); 0: half the 1/2 stage's (8).
+    full_width: int = 0
     edge_weight: float = 2.0
     # Embedding channels trained with the discriminative loss (0: none, as up to 1.5).
     embed_dims: int = 0
@@ -82,6 +84,7 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     d.setdefault('output_stride', 2)  # weights written before stride 1 existed
     d.setdefault('precision', 'fp32')  # and before bf16
     d.setdefault('distill_weight', 0.0)  # and before self-distillation
+    d.setdefault('full_width', 0)  # and before the full-resolution stage's width was set
     spec = dict(d.pop('spec'))
     spec['height_range'] = tuple(spec['height_range'])
     return TrainConfig(
@@ -377,7 +380,9 @@ def validate(
 
 
 def build_model(config: TrainConfig) -> ParcelNet:
-    return ParcelNet(config.widths, config.blocks, config.output_stride, config.embed_dims)
+    return ParcelNet(
+        config.widths, config.blocks, config.output_stride, config.embed_dims, config.full_width
+    )
 
 
 def teacher_model(weights: dict[str, torch.Tensor], config: TrainConfig) -> ParcelNet:
@@ -414,6 +419,35 @@ def _grow_rows(
     return grown
 
 
+def _grow_full_stage(
+    own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """A narrower full-resolution stage copied into the first channels of a wider one.
+
+    Each old tensor fills the leading corner of the new one; the old output channels take
+    nothing from the new input channels (those weights start at zero) and the refinement
+    reads nothing from them, so the wider model starts with the narrower one's output and
+    the new channels learn from there.
+    """
+    grown = {}
+    for k, v in weights.items():
+        mine = own.get(k)
+        if (
+            not k.startswith(STRIDE1_STAGES)
+            or mine is None
+            or mine.shape == v.shape
+            or mine.dim() != v.dim()
+            or any(a < b for a, b in zip(mine.shape, v.shape, strict=True))
+        ):
+            continue
+        w = mine.clone()
+        if w.dim() > 1:
+            w[: v.shape[0], v.shape[1] :] = 0
+        w[tuple(slice(0, n) for n in v.shape)] = v
+        grown[k] = w
+    return grown
+
+
 def _new_blocks(model: ParcelNet, weights: dict[str, torch.Tensor]) -> dict[str, Residual]:
     """Residual blocks of `model` that the weights hold nothing of (a deeper stage)."""
     return {
@@ -431,13 +465,15 @@ def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
     output layers keep the old rows, the new rows start fresh. A stage with more residual
     blocks may start from one with fewer: the new blocks start as the identity (their last
     batch norm's scale and shift at zero), so the grown model starts exactly where the
-    weights left off and training only adds depth. Any other mismatch is refused rather
-    than half loaded.
+    weights left off and training only adds depth. A wider full-resolution stage likewise
+    starts from a narrower one. Any other mismatch is refused rather than half loaded.
     """
     own = model.state_dict()
     fits = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     grown = _grow_rows(own, weights)
     fits.update(grown)
+    widened = _grow_full_stage(own, weights)
+    fits.update(widened)
     new_blocks = _new_blocks(model, weights)
     in_new_block = tuple(f'{name}.' for name in new_blocks)
     fresh_ok = in_new_block + (STRIDE1_STAGES if model.output_stride == 1 else ())
@@ -456,6 +492,7 @@ def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
         torch.nn.init.zeros_(block.b[1].bias)
     fresh = {k.split('.')[0] for k in own if k not in fits and not k.startswith(in_new_block)}
     fresh |= {f'{k.split(".")[0]} (embedding rows)' for k in grown}
+    fresh |= {f'{k.split(".")[0]} (widened)' for k in widened}
     fresh |= {f'{name} (identity)' for name in new_blocks}
     return sorted(fresh)
 
