@@ -472,7 +472,8 @@ def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
     fits = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     grown = _grow_rows(own, weights)
     fits.update(grown)
-    widened = _grow_full_stage(own, weights)
+    # Output rows that only grew (embedding channels) are _grow_rows' alone.
+    widened = {k: v for k, v in _grow_full_stage(own, weights).items() if k not in grown}
     fits.update(widened)
     new_blocks = _new_blocks(model, weights)
     in_new_block = tuple(f'{name}.' for name in new_blocks)
