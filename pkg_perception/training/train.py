@@ -400,40 +400,21 @@ STRIDE1_STAGES = ('stem1.', 'up1.', 'refine.')
 OUTPUT_LAYERS = ('head.', 'refine.')
 
 
-def _grow_rows(
+def _grow_layers(
     own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """Output layers of the --init weights copied into the first rows of larger ones."""
-    grown = {}
-    for k, v in weights.items():
-        mine = own.get(k)
-        if (
-            k.startswith(OUTPUT_LAYERS)
-            and mine is not None
-            and mine.shape[1:] == v.shape[1:]
-            and mine.shape[0] > v.shape[0]
-        ):
-            w = mine.clone()
-            w[: v.shape[0]] = v
-            grown[k] = w
-    return grown
+    """Smaller tensors of the --init weights copied into the leading corner of larger ones.
 
-
-def _grow_full_stage(
-    own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """A narrower full-resolution stage copied into the first channels of a wider one.
-
-    Each old tensor fills the leading corner of the new one; the old output channels take
-    nothing from the new input channels (those weights start at zero) and the refinement
-    reads nothing from them, so the wider model starts with the narrower one's output and
-    the new channels learn from there.
+    Two ways a model grows: its output layers get more rows (embedding channels), and its
+    full-resolution stage gets wider. The old output channels take nothing from new input
+    channels (those weights start at zero), so the grown model starts with the old one's
+    outputs in its old channels, and the new channels learn from there.
     """
     grown = {}
     for k, v in weights.items():
         mine = own.get(k)
         if (
-            not k.startswith(STRIDE1_STAGES)
+            not k.startswith(OUTPUT_LAYERS + STRIDE1_STAGES)
             or mine is None
             or mine.shape == v.shape
             or mine.dim() != v.dim()
@@ -446,6 +427,12 @@ def _grow_full_stage(
         w[tuple(slice(0, n) for n in v.shape)] = v
         grown[k] = w
     return grown
+
+
+def _growth(key: str, new: torch.Tensor, old: torch.Tensor) -> str:
+    """How a layer grew, for the list of what starts fresh."""
+    rows_only = new.shape[1:] == old.shape[1:]
+    return 'embedding rows' if rows_only and key.startswith(OUTPUT_LAYERS) else 'widened'
 
 
 def _new_blocks(model: ParcelNet, weights: dict[str, torch.Tensor]) -> dict[str, Residual]:
@@ -470,11 +457,8 @@ def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
     """
     own = model.state_dict()
     fits = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    grown = _grow_rows(own, weights)
+    grown = _grow_layers(own, weights)
     fits.update(grown)
-    # Output rows that only grew (embedding channels) are _grow_rows' alone.
-    widened = {k: v for k, v in _grow_full_stage(own, weights).items() if k not in grown}
-    fits.update(widened)
     new_blocks = _new_blocks(model, weights)
     in_new_block = tuple(f'{name}.' for name in new_blocks)
     fresh_ok = in_new_block + (STRIDE1_STAGES if model.output_stride == 1 else ())
@@ -492,8 +476,7 @@ def load_init(model: ParcelNet, weights: dict[str, torch.Tensor]) -> list[str]:
         torch.nn.init.zeros_(block.b[1].weight)
         torch.nn.init.zeros_(block.b[1].bias)
     fresh = {k.split('.')[0] for k in own if k not in fits and not k.startswith(in_new_block)}
-    fresh |= {f'{k.split(".")[0]} (embedding rows)' for k in grown}
-    fresh |= {f'{k.split(".")[0]} (widened)' for k in widened}
+    fresh |= {f'{k.split(".")[0]} ({_growth(k, own[k], weights[k])})' for k in grown}
     fresh |= {f'{name} (identity)' for name in new_blocks}
     return sorted(fresh)
 
