@@ -26,6 +26,8 @@ from pkg_perception.training.train import (
 
 WEIGHTS = 'model.pt'
 VAL_SEEDS = 8  # the plan's last seeds are kept for validation losses
+# What --init fixes unless the run asks for more: the network's shape.
+SHAPE_FROM_INIT = ('output_stride', 'embed_dims', 'blocks', 'full_width')
 
 
 def load_weights(path: Path) -> dict[str, Any]:
@@ -87,35 +89,32 @@ def run_training(
     teacher: ParcelNet | None = None
     if config.distill_weight > 0 and init is None:
         raise ConfigError('--distill learns from the --init model: give --init')
+    asked = {
+        k: v
+        for k, v in zip(
+            SHAPE_FROM_INIT, (output_stride, embed_dims, blocks, full_width), strict=True
+        )
+        if v is not None
+    }
     if init is not None:
         blob = load_weights(init)
         base = config_from_dict(blob['config'])
-        if config.distill_weight > 0:
-            teacher = teacher_model(blob['model'], base)
         config = replace(
             config,
             widths=base.widths,
-            blocks=base.blocks if blocks is None else blocks,
             spec=base.spec,
-            output_stride=base.output_stride if output_stride is None else output_stride,
-            embed_dims=base.embed_dims if embed_dims is None else embed_dims,
-            full_width=base.full_width if full_width is None else full_width,
+            **({k: getattr(base, k) for k in SHAPE_FROM_INIT} | asked),
         )
         init_weights = blob['model']
-        if teacher is not None and config.output_stride != base.output_stride:
-            raise ConfigError(
-                '--distill needs the --init model at the same --output-stride: distil '
-                'after the stride has changed, from weights trained at it'
-            )
+        if config.distill_weight > 0:
+            if config.output_stride != base.output_stride:
+                raise ConfigError(
+                    '--distill needs the --init model at the same --output-stride: distil '
+                    'after the stride has changed, from weights trained at it'
+                )
+            teacher = teacher_model(init_weights, base)
     else:
-        if output_stride is not None:
-            config = replace(config, output_stride=output_stride)
-        if embed_dims is not None:
-            config = replace(config, embed_dims=embed_dims)
-        if blocks is not None:
-            config = replace(config, blocks=blocks)
-        if full_width is not None:
-            config = replace(config, full_width=full_width)
+        config = replace(config, **asked)
     if coco is not None:
         from pkg_perception.training.coco import coco_arrays
 
